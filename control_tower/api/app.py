@@ -1,0 +1,69 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from control_tower.api.errors import install_error_handlers
+from control_tower.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from control_tower.api.routes_health import router as health_router
+from control_tower.api.routes_tasks import router as tasks_router
+from control_tower.db import make_engine, make_sessionmaker
+from control_tower.logs import configure_logging
+from control_tower.settings import Settings
+from policy.redaction import Redactor
+
+Hook = Callable[[FastAPI], None]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    on_startup: list[Hook] | None = None,
+    on_shutdown: list[Hook] | None = None,
+) -> FastAPI:
+    """Build the app; the engine is made from settings unless one is given."""
+    own_engine = engine is None
+    engine = engine or make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for hook in on_startup or []:
+            hook(app)
+        try:
+            yield
+        finally:
+            for hook in on_shutdown or []:
+                hook(app)
+            if own_engine:
+                engine.dispose()
+
+    app = FastAPI(
+        title="Control Tower",
+        version="0.1.0",
+        summary="GitHub-native ops bot and policy gate",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.redactor = Redactor(named=settings.secret_values())
+    app.state.session_factory = make_sessionmaker(engine, info={"redactor": app.state.redactor})
+    app.state.policy_config = settings.policy_config()
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(tasks_router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` (several worker processes)."""
+    settings = Settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return create_app(settings)

@@ -1,0 +1,106 @@
+"""Task intake and reads: POST /tasks/enqueue, GET /tasks, GET /tasks/{id}, POST /policy/evaluate."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import select
+
+from control_tower import intake
+from control_tower.api.deps import PolicyDep, SessionDep, SessionFactoryDep, SettingsDep
+from control_tower.api.pagination import decode_cursor, encode_cursor
+from control_tower.api.schemas import ErrorInfo, ErrorResponse, PolicyDecisionOut, TaskOut, TaskPage
+from control_tower.tables import TaskRow
+from cwom.enums import TaskStatus
+from policy import PolicyError, TaskCreateV1, evaluate
+from policy.errors import ControlTowerError
+
+router = APIRouter(tags=["tasks"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    403: {"model": ErrorResponse, "description": "refused by policy (recorded)"},
+    409: {"model": ErrorResponse, "description": "idempotency key reused with a different body"},
+    413: {"model": ErrorResponse, "description": "body over the size limit"},
+    422: {"model": ErrorResponse, "description": "the body does not match the task contract"},
+}
+
+
+class TaskNotFound(ControlTowerError):
+    """No task has this id."""
+
+    code = "TASK_NOT_FOUND"
+    http_status = 404
+
+
+@router.post("/tasks/enqueue", status_code=201, response_model=TaskOut, responses=_ERRORS)
+def enqueue(
+    task: TaskCreateV1,
+    response: Response,
+    factory: SessionFactoryDep,
+    config: PolicyDep,
+    settings: SettingsDep,
+    create_cwom: bool = True,
+) -> TaskOut:
+    """Validate, evaluate and store a task in one transaction; 200 for an idempotent replay."""
+    accepted = intake.submit(
+        factory,
+        task=task,
+        config=config,
+        source="api",
+        create_cwom=create_cwom,
+        max_attempts=settings.worker_max_attempts,
+    )
+    with factory() as session:
+        ids = intake.cwom_ids(session, accepted.task)
+    if not accepted.created:
+        response.status_code = 200
+    return TaskOut.from_row(accepted.task, ids=ids, replay=not accepted.created)
+
+
+@router.get("/tasks/{task_id}", response_model=TaskOut, responses={404: {"model": ErrorResponse}})
+def get_task(task_id: str, session: SessionDep) -> TaskOut:
+    """One task by id."""
+    row = session.get(TaskRow, task_id)
+    if row is None:
+        raise TaskNotFound(message=f"task {task_id} not found", field="task_id")
+    return TaskOut.from_row(row, ids=intake.cwom_ids(session, row))
+
+
+@router.get("/tasks", response_model=TaskPage)
+def list_tasks(
+    session: SessionDep,
+    status: TaskStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> TaskPage:
+    """Tasks, newest first, keyset-paginated by id."""
+    stmt = select(TaskRow).order_by(TaskRow.id.desc()).limit(limit + 1)
+    if status is not None:
+        stmt = stmt.where(TaskRow.status == status.value)
+    if cursor:
+        (last_id,) = decode_cursor(cursor, 1)
+        stmt = stmt.where(TaskRow.id < str(last_id))
+    rows = list(session.execute(stmt).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return TaskPage(
+        items=[TaskOut.from_row(r) for r in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
+    )
+
+
+@router.post("/policy/evaluate", response_model=PolicyDecisionOut, tags=["policy"])
+def policy_dry_run(task: TaskCreateV1, config: PolicyDep) -> PolicyDecisionOut:
+    """The decision policy would take for this task; nothing is stored."""
+    try:
+        normalised = evaluate(task, config)
+    except PolicyError as error:
+        return PolicyDecisionOut(
+            decision="deny",
+            policy_version=config.version_hash,
+            error=ErrorInfo(code=error.code, field=error.field, message=error.message),
+        )
+    return PolicyDecisionOut(
+        decision="allow", policy_version=config.version_hash, task=normalised.model_dump(mode="json")
+    )

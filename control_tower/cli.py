@@ -1,0 +1,147 @@
+"""The `control-tower` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from control_tower.db import make_engine, make_sessionmaker
+from control_tower.logs import configure_logging
+from control_tower.settings import Settings
+from policy import PolicyError, TaskCreateV1
+from policy.errors import ControlTowerError
+from policy.redaction import Redactor
+
+Command = Callable[[argparse.Namespace, Settings], int]
+_COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    """Register a sub-command handler."""
+
+    def register(fn: Command) -> Command:
+        _COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _print(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+@command("migrate")
+def _migrate(_: argparse.Namespace, settings: Settings) -> int:
+    from control_tower.migrate import upgrade
+
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    engine.dispose()
+    _print({"migrated": engine.url.render_as_string(hide_password=True)})
+    return 0
+
+
+@command("serve")
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from control_tower.migrate import upgrade
+    from control_tower.serve import build_app
+
+    host = args.host or settings.api_host
+    port = args.port or settings.api_port
+    engine = make_engine(settings.database_url)
+    if engine.dialect.name == "sqlite" or args.migrate:
+        upgrade(engine)
+    if args.workers > 1:
+        engine.dispose()
+        uvicorn.run(
+            "control_tower.api.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=args.workers,
+            access_log=False,
+            log_config=None,
+        )
+        return 0
+    app = build_app(settings, engine=engine, with_worker=not args.no_worker)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
+    return 0
+
+
+@command("enqueue")
+def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    from control_tower import intake
+
+    try:
+        task = TaskCreateV1.model_validate_json(Path(args.file).read_bytes())
+    except ValidationError as exc:
+        _print({"error": {"code": "VALIDATION_ERROR", "message": str(exc)}})
+        return 2
+    engine = make_engine(settings.database_url)
+    factory = make_sessionmaker(engine, info={"redactor": Redactor(named=settings.secret_values())})
+    try:
+        accepted = intake.submit(
+            factory,
+            task=task,
+            config=settings.policy_config(),
+            source="cli",
+            max_attempts=settings.worker_max_attempts,
+        )
+    except PolicyError as exc:
+        _print({"decision": "deny", "error": exc.to_dict()})
+        return 3
+    except ControlTowerError as exc:
+        _print({"error": exc.to_dict()})
+        return 4
+    finally:
+        engine.dispose()
+    _print(
+        {
+            "decision": "allow",
+            "task_id": accepted.task.id,
+            "run_id": accepted.task.run_id,
+            "created": accepted.created,
+        }
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every sub-command."""
+    parser = argparse.ArgumentParser(prog="control-tower", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP API (and an in-process worker)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--no-worker", action="store_true", help="do not start the in-process worker")
+    serve.add_argument("--workers", type=int, default=1, help="HTTP worker processes (implies --no-worker)")
+    serve.add_argument("--migrate", action="store_true", help="apply migrations on start (PostgreSQL)")
+    sub.add_parser("migrate", help="apply the database migrations")
+    enqueue = sub.add_parser("enqueue", help="submit a task from a JSON file")
+    enqueue.add_argument("file")
+    from control_tower import cli_extra
+
+    cli_extra.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    from control_tower import cli_extra
+
+    handler = _COMMANDS.get(args.command) or cli_extra.handler(args.command)
+    return handler(args, settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,15 @@
+"""Imports every table module so the metadata is complete (for migrations and the schema test)."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+import control_tower.tables
+import cwom.audit
+import cwom.tables
+from cwom.base import Base
+
+__all__ = ["metadata"]
+
+_LOADED = (control_tower.tables, cwom.audit, cwom.tables)
+metadata: MetaData = Base.metadata

@@ -1,0 +1,203 @@
+"""The append-only, hash-chained audit log.
+
+Services call `record()` inside their transaction; the rows are chained and written just before
+that transaction commits, under a lock on the single chain-head row, so the lock is held for the
+commit alone and the chain can never fork, whatever the number of concurrent writers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import BigInteger, Index, Integer, String, Text, event, insert, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from cwom.base import Base, ULIDStr, new_id, utcnow
+
+GENESIS_HASH = "0" * 64
+_PENDING = "audit_pending"
+
+
+class AuditRow(Base):
+    """One audit record; never updated or deleted by any code path."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[str] = mapped_column(ULIDStr, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    ts: Mapped[datetime] = mapped_column(index=True)
+    actor_kind: Mapped[str] = mapped_column(String(32))
+    actor_id: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    entity_kind: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str] = mapped_column(String(200))
+    before: Mapped[dict[str, Any] | None]
+    after: Mapped[dict[str, Any] | None]
+    note: Mapped[str | None] = mapped_column(Text)
+    trace_id: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_audit_log_actor", "actor_kind", "actor_id", "seq"),
+        Index("ix_audit_log_entity_ts", "entity_kind", "entity_id", "ts"),
+        Index("ix_audit_log_entity_seq", "entity_kind", "entity_id", "seq"),
+        Index("ix_audit_log_action_seq", "action", "seq"),
+        Index("ix_audit_log_trace_seq", "trace_id", "seq"),
+    )
+
+
+class AuditHead(Base):
+    """The single row holding the chain's newest position and hash; writers serialise on it."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Redacts(Protocol):
+    """Anything that can scrub secrets from a JSON-like value."""
+
+    def redact_obj(self, value: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change."""
+
+    kind: str
+    id: str
+
+
+SYSTEM = Actor("system", "control-tower")
+
+
+@dataclass
+class _Pending:
+    actor: Actor
+    action: str
+    entity_kind: str
+    entity_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    note: str | None
+    trace_id: str | None
+    ts: datetime = field(default_factory=utcnow)
+
+
+def record(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    entity_kind: str,
+    entity_id: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    note: str | None = None,
+    trace_id: str | None = None,
+) -> None:
+    """Queue an audit row; it is written in the same transaction, just before it commits."""
+    pending: list[_Pending] = session.info.setdefault(_PENDING, [])
+    pending.append(_Pending(actor, action, entity_kind, entity_id, before, after, note, trace_id))
+
+
+def canonical(row: dict[str, Any]) -> str:
+    """The canonical JSON a row's hash is computed over."""
+    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def row_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    """sha256 over the previous hash and the row's canonical JSON."""
+    return hashlib.sha256((prev_hash + canonical(row)).encode()).hexdigest()
+
+
+def hashed_fields(
+    *,
+    id: str,
+    seq: int,
+    ts: datetime,
+    actor_kind: str,
+    actor_id: str,
+    action: str,
+    entity_kind: str,
+    entity_id: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    note: str | None,
+    trace_id: str | None,
+) -> dict[str, Any]:
+    """The fields covered by the hash, in the form both the writer and the verifier build."""
+    return {
+        "id": id,
+        "seq": seq,
+        "ts": ts.isoformat(timespec="microseconds"),
+        "actor_kind": actor_kind,
+        "actor_id": actor_id,
+        "action": action,
+        "entity_kind": entity_kind,
+        "entity_id": entity_id,
+        "before": before,
+        "after": after,
+        "note": note,
+        "trace_id": trace_id,
+    }
+
+
+def _jsonable(value: dict[str, Any] | None, redactor: Redacts | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    # A JSON round trip gives exactly what the database will hand back to the verifier.
+    plain: dict[str, Any] = json.loads(canonical(value))
+    return redactor.redact_obj(plain) if redactor is not None else plain
+
+
+def flush_pending(session: Session) -> int:
+    """Chain and insert the queued rows under the head lock; returns how many were written."""
+    pending: list[_Pending] = session.info.pop(_PENDING, [])
+    if not pending:
+        return 0
+    redactor: Redacts | None = session.info.get("redactor")
+    head = session.execute(
+        select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+    ).one()
+    seq, prev = head.seq, head.hash
+    rows = []
+    for item in pending:
+        seq += 1
+        fields = hashed_fields(
+            id=new_id(),
+            seq=seq,
+            ts=item.ts,
+            actor_kind=item.actor.kind,
+            actor_id=item.actor.id,
+            action=item.action,
+            entity_kind=item.entity_kind,
+            entity_id=item.entity_id,
+            before=_jsonable(item.before, redactor),
+            after=_jsonable(item.after, redactor),
+            note=item.note,
+            trace_id=item.trace_id,
+        )
+        digest = row_hash(prev, fields)
+        rows.append({**fields, "ts": item.ts, "prev_hash": prev, "hash": digest})
+        prev = digest
+    session.execute(insert(AuditRow), rows)
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+    return len(rows)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending_audit(session: Session) -> None:
+    flush_pending(session)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending_audit(session: Session) -> None:
+    session.info.pop(_PENDING, None)

@@ -1,0 +1,105 @@
+"""The V1 task contract: what a client may ask Control Tower to do."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+REPO_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,99})/[A-Za-z0-9._-]{1,100}$"
+OPERATIONS = ("code_change", "docs", "analysis", "ops")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RequestedBy(_Frozen):
+    """Who asked: a person, an agent or the system itself."""
+
+    kind: Literal["human", "agent", "system"]
+    id: str = Field(min_length=1, max_length=200)
+    label: str | None = Field(default=None, max_length=200)
+
+
+class Target(_Frozen):
+    """Where the work happens."""
+
+    repo: str = Field(pattern=REPO_PATTERN, description='"owner/name"')
+    ref: str = Field(default="main", min_length=1, max_length=255)
+    path: str | None = Field(default=None, max_length=1024)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_repository(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "repository" in data:
+            data = dict(data)
+            legacy = data.pop("repository")
+            if "repo" in data and data["repo"] != legacy:
+                raise ValueError("target.repo and legacy target.repository disagree")
+            data["repo"] = legacy
+        return data
+
+    @field_validator("repo")
+    @classmethod
+    def _lower_repo(cls, value: str) -> str:
+        # GitHub slugs are case-insensitive; one spelling keeps allow-lists and lookups exact.
+        return value.lower()
+
+
+class Constraints(_Frozen):
+    """The operating envelope the client asks for; policy decides whether it is allowed."""
+
+    time_budget_seconds: int = Field(default=900, ge=-(2**31), le=2**31)
+    allow_network: bool = False
+    allow_secrets: bool = False
+
+
+_LEGACY_TOP = {"type": "operation", "payload": "inputs"}
+
+
+class TaskCreateV1(_Frozen):
+    """A request for work, version 1 of the contract."""
+
+    version: Literal["v1"] = "v1"
+    requested_by: RequestedBy
+    objective: str = Field(min_length=1, max_length=20_000)
+    operation: str = Field(min_length=1, max_length=64, description="code_change | docs | analysis | ops")
+    target: Target
+    constraints: Constraints = Field(default_factory=Constraints)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(default=100, ge=0, le=1000, description="lower runs first")
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_aliases(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for legacy, canonical in _LEGACY_TOP.items():
+            if legacy in data:
+                value = data.pop(legacy)
+                if canonical in data and data[canonical] != value:
+                    raise ValueError(f"{canonical} and legacy {legacy} disagree")
+                data[canonical] = value
+        return data
+
+    @field_validator("objective")
+    @classmethod
+    def _strip_objective(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("objective must not be blank")
+        return value
+
+    def canonical_json(self) -> str:
+        """Stable JSON of the normalised task (sorted keys, no whitespace)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def request_hash(self) -> str:
+        """Fingerprint used to tell a replay of a request from a different request with the same key."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
