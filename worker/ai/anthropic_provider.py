@@ -1,0 +1,156 @@
+"""The Anthropic Messages API provider (official SDK; retries done here so telemetry is exact)."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any, cast
+
+import anthropic
+
+from worker.ai.providers import DEFAULT_MODEL, AICode, AIError, AIRequest, AIResponse, ContentBlock
+from worker.ai.retry import RetryPolicy, TransientAIError, call_with_retries
+
+# Status codes the API documents as transient: request timeout, lock conflict, rate limit, overload, 5xx.
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+def blocks_from_raw(raw_content: list[Any]) -> list[ContentBlock]:
+    """Content blocks in the shape the API accepts back in the next request."""
+    blocks: list[ContentBlock] = []
+    for item in raw_content:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "text":
+            blocks.append({"type": "text", "text": str(item.get("text", ""))})
+        elif kind == "tool_use":
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": item.get("id"),
+                    "name": item.get("name"),
+                    "input": item.get("input"),
+                }
+            )
+        else:
+            blocks.append({k: v for k, v in item.items() if v is not None})
+    return blocks
+
+
+def response_from_raw(
+    raw: dict[str, Any], *, provider: str, latency_ms: float, retry_count: int, fallback_model: str
+) -> AIResponse:
+    """An AIResponse from a Messages API response body."""
+    usage = raw.get("usage") or {}
+    prompt = int(usage.get("input_tokens") or 0)
+    prompt += int(usage.get("cache_creation_input_tokens") or 0) + int(
+        usage.get("cache_read_input_tokens") or 0
+    )
+    return AIResponse(
+        content=blocks_from_raw(list(raw.get("content") or [])),
+        stop_reason=str(raw.get("stop_reason") or ""),
+        tokens_prompt=prompt,
+        tokens_output=int(usage.get("output_tokens") or 0),
+        latency_ms=latency_ms,
+        retry_count=retry_count,
+        model=str(raw.get("model") or fallback_model),
+        provider=provider,
+        raw=raw,
+    )
+
+
+def _retry_after_s(headers: Any) -> float | None:
+    """The server's requested wait, from `retry-after-ms` or `retry-after` (seconds; dates ignored)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name) if headers is not None else None
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            continue
+    return None
+
+
+class AnthropicProvider:
+    """Calls the Messages API through the official SDK, non-streaming or streaming."""
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        default_model: str = DEFAULT_MODEL,
+        stream: bool = False,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self.default_model = default_model
+        self._stream = stream
+        self._policy = retry_policy or RetryPolicy()
+        # max_retries=0: the SDK must not retry behind our back, or retry_count and latency would lie.
+        self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=600.0)
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> AnthropicProvider:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def complete(self, request: AIRequest) -> AIResponse:
+        """One Messages API call with bounded retries inside the request's time limit."""
+        start = time.monotonic()
+        raw, retries = call_with_retries(
+            lambda remaining: self._attempt(request, remaining),
+            policy=self._policy,
+            deadline=start + request.timeout_s,
+        )
+        return response_from_raw(
+            raw,
+            provider=self.name,
+            latency_ms=(time.monotonic() - start) * 1000,
+            retry_count=retries,
+            fallback_model=request.model,
+        )
+
+    def _attempt(self, request: AIRequest, remaining_s: float) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": request.messages,
+            "timeout": remaining_s,
+        }
+        if request.system:
+            kwargs["system"] = request.system
+        if request.tools:
+            kwargs["tools"] = [t.to_dict() for t in request.tools]
+        messages = cast(Any, self._client.messages)
+        try:
+            if self._stream:
+                with messages.stream(**kwargs) as stream:
+                    message = stream.get_final_message()
+            else:
+                message = messages.create(**kwargs)
+        except anthropic.APITimeoutError as exc:
+            raise AIError(AICode.AI_TIMEOUT, f"no answer within {remaining_s:.1f}s") from exc
+        except anthropic.APIConnectionError as exc:
+            raise TransientAIError(f"connection error: {exc}") from exc
+        except anthropic.APIStatusError as exc:
+            status = exc.status_code
+            if status in _RETRYABLE_STATUS or status >= 500:
+                raise TransientAIError(
+                    f"HTTP {status} {exc.type or ''}".strip(),
+                    retry_after_s=_retry_after_s(exc.response.headers),
+                ) from exc
+            raise AIError(
+                AICode.AI_REQUEST_REJECTED, f"HTTP {status}: {exc.api_message or exc.message}"
+            ) from exc
+        return cast(dict[str, Any], message.to_dict(mode="json"))

@@ -1,0 +1,42 @@
+"""Choose and build the provider from configuration values (the worker passes its settings in)."""
+
+from __future__ import annotations
+
+from worker.ai.anthropic_provider import AnthropicProvider
+from worker.ai.mock_provider import MockMode, MockProvider
+from worker.ai.providers import DEFAULT_MODEL, AICode, AIError, AIProvider
+from worker.ai.retry import RetryPolicy
+
+
+def build_provider(
+    *,
+    provider: str = "auto",
+    api_key: str | None = None,
+    base_url: str | None = None,
+    model: str | None = None,
+    mock_seed: int = 0,
+    mock_mode: str = "success",
+    stream: bool = False,
+    retry_policy: RetryPolicy | None = None,
+) -> AIProvider:
+    """`auto` picks anthropic when an API key is given, else the deterministic mock."""
+    choice = provider
+    if choice == "auto":
+        choice = "anthropic" if api_key else "mock"
+    if choice == "anthropic":
+        if not api_key:
+            raise AIError(AICode.AI_CONFIG_INVALID, "the anthropic provider needs ANTHROPIC_API_KEY")
+        return AnthropicProvider(
+            api_key=api_key,
+            base_url=base_url or None,
+            default_model=model or DEFAULT_MODEL,
+            stream=stream,
+            retry_policy=retry_policy,
+        )
+    if choice == "mock":
+        try:
+            mode = MockMode(mock_mode)
+        except ValueError as exc:
+            raise AIError(AICode.AI_CONFIG_INVALID, f"unknown MOCK_AI_MODE {mock_mode!r}") from exc
+        return MockProvider(seed=mock_seed, mode=mode, retry_policy=retry_policy)
+    raise AIError(AICode.AI_CONFIG_INVALID, f"unknown AI provider {provider!r}")
