@@ -29,5 +29,6 @@ def insert_ignore(session: Session, table: Table, values: dict[str, Any], *, con
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
     else:  # pragma: no cover - only the two supported dialects reach here
         raise RuntimeError(f"unsupported dialect {dialect}")
-    result = session.execute(stmt)
-    return bool(getattr(result, "rowcount", 0) == 1)
+    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
+    key = next(iter(table.primary_key.columns))
+    return session.execute(stmt.returning(key)).first() is not None

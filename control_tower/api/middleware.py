@@ -14,8 +14,8 @@ from control_tower.logs import get_logger
 log = get_logger("control_tower.http")
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(BaseException):
+    """Raised from receive(); a BaseException so the framework's body parser cannot turn it into a 400."""
 
 
 async def _send_error(send: Send, status: int, code: str, message: str) -> None:

@@ -1,0 +1,212 @@
+"""The intake spine through real HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_tower import intake
+from control_tower.tables import RefusalRow, TaskRow
+from cwom.audit import AuditRow
+from cwom.tables import ConstraintSnapshotRow, ContextPacketRow, IssueRow, RepoRow, RunRow
+from policy import PolicyConfig, TaskCreateV1
+from tests.conftest import task_body
+
+
+def count(factory: sessionmaker[Session], model: type) -> int:
+    with factory() as session:
+        return int(session.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_enqueue_creates_task_and_cwom(api: httpx.Client, factory: sessionmaker[Session]) -> None:
+    resp = api.post("/tasks/enqueue", json=task_body(idempotency_key="k-1"))
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert body["status"] == "queued"
+    assert body["idempotent_replay"] is False
+    assert set(body["cwom"]) == {"repo_id", "issue_id", "context_packet_id", "constraint_snapshot_id", "run_id"}
+    assert body["run_id"] == body["cwom"]["run_id"]
+    assert resp.headers["x-request-id"]
+    got = api.get(f"/tasks/{body['task_id']}")
+    assert got.status_code == 200
+    assert got.json()["cwom"] == body["cwom"]
+    assert got.json()["created_at"] == body["created_at"]
+    with factory() as session:
+        run = session.get_one(RunRow, body["run_id"])
+        assert run.status == "queued" and run.task_id == body["task_id"]
+        actions = set(session.execute(select(AuditRow.action).where(AuditRow.trace_id == body["trace_id"])).scalars())
+    assert {"policy_allowed", "created", "linked"} <= actions
+
+
+def test_idempotent_replay_and_conflict(api: httpx.Client, factory: sessionmaker[Session]) -> None:
+    first = api.post("/tasks/enqueue", json=task_body(idempotency_key="same"))
+    again = api.post("/tasks/enqueue", json=task_body(idempotency_key="same"))
+    # Legacy aliases describe the same request, so they replay too.
+    legacy = task_body(idempotency_key="same")
+    legacy["type"] = legacy.pop("operation")
+    legacy["payload"] = legacy.pop("inputs")
+    aliased = api.post("/tasks/enqueue", json=legacy)
+    other = api.post("/tasks/enqueue", json=task_body(idempotency_key="same", objective="something else"))
+    assert first.status_code == 201
+    assert again.status_code == 200 and aliased.status_code == 200
+    assert again.json()["task_id"] == first.json()["task_id"] == aliased.json()["task_id"]
+    assert again.json()["idempotent_replay"] is True
+    assert again.json()["cwom"] == first.json()["cwom"]
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "IDEMPOTENCY_CONFLICT"
+    assert other.json()["error"]["field"] == "idempotency_key"
+    assert count(factory, TaskRow) == 1
+    assert count(factory, RunRow) == 1
+
+
+def test_policy_refusal_is_403_and_recorded(api: httpx.Client, factory: sessionmaker[Session]) -> None:
+    resp = api.post("/tasks/enqueue", json=task_body(target={"repo": "evil/app"}))
+    assert resp.status_code == 403
+    assert resp.json() == {
+        "error": {
+            "code": "REPO_NOT_ALLOWED",
+            "field": "target.repo",
+            "message": "repository 'evil/app' is not in the allowed prefixes",
+        }
+    }
+    assert count(factory, TaskRow) == 0
+    with factory() as session:
+        refusal = session.execute(select(RefusalRow)).scalar_one()
+        assert refusal.code == "REPO_NOT_ALLOWED"
+        assert refusal.body["target"]["repo"] == "evil/app"
+        denied = session.execute(select(AuditRow).where(AuditRow.action == "policy_denied")).scalar_one()
+        assert denied.entity_id == refusal.id
+        assert denied.after is not None and denied.after["policy_version"].startswith("sha256:")
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"objective": "x"}, "requested_by"),
+        (task_body(target={"repo": "nope"}), "target.repo"),
+        (task_body(constraints={"time_budget_seconds": "soon"}), "constraints.time_budget_seconds"),
+        ([1, 2, 3], "body"),
+    ],
+)
+def test_schema_errors_are_422_with_the_error_shape(api: httpx.Client, payload: object, field: str) -> None:
+    resp = api.post("/tasks/enqueue", json=payload)
+    assert resp.status_code == 422
+    err = resp.json()["error"]
+    assert err["code"] == "VALIDATION_ERROR"
+    assert err["field"] == field
+    assert err["message"]
+
+
+def test_malformed_json_is_422(api: httpx.Client) -> None:
+    resp = api.post("/tasks/enqueue", content=b'{"objective": ', headers={"content-type": "application/json"})
+    assert resp.status_code == 422
+    assert resp.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+def test_oversized_body_is_413(api: httpx.Client, factory: sessionmaker[Session]) -> None:
+    big = task_body(inputs={"blob": "x" * (1 << 20)})
+    resp = api.post("/tasks/enqueue", json=big)
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+    def chunks() -> object:
+        for _ in range(300):
+            yield b"x" * 4096
+
+    streamed = api.post("/tasks/enqueue", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert count(factory, TaskRow) == 0
+
+
+def test_get_unknown_task_is_404(api: httpx.Client) -> None:
+    resp = api.get("/tasks/01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "TASK_NOT_FOUND"
+    unknown_route = api.get("/nope")
+    assert unknown_route.status_code == 404
+    assert unknown_route.json()["error"]["code"] == "NOT_FOUND"
+
+
+def test_list_is_keyset_paginated(api: httpx.Client) -> None:
+    ids = [api.post("/tasks/enqueue", json=task_body(objective=f"t{i}")).json()["task_id"] for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, object] = {"limit": 2, "status": "queued"}
+        if cursor:
+            params["cursor"] = cursor
+        page = api.get("/tasks", params=params).json()
+        seen += [item["task_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True)
+    assert api.get("/tasks", params={"status": "failed"}).json()["items"] == []
+    assert api.get("/tasks", params={"status": "bogus"}).status_code == 422
+    bad = api.get("/tasks", params={"cursor": "!!!"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "INVALID_CURSOR"
+
+
+def test_policy_dry_run_stores_nothing(api: httpx.Client, factory: sessionmaker[Session]) -> None:
+    allow = api.post("/policy/evaluate", json=task_body())
+    deny = api.post("/policy/evaluate", json=task_body(constraints={"allow_network": True}))
+    assert allow.json()["decision"] == "allow"
+    assert allow.json()["task"]["target"]["repo"] == "acme/app"
+    assert deny.json()["decision"] == "deny"
+    assert deny.json()["error"]["code"] == "NETWORK_ACCESS_DENIED"
+    assert allow.json()["policy_version"] == deny.json()["policy_version"]
+    assert count(factory, TaskRow) == 0 and count(factory, RefusalRow) == 0 and count(factory, AuditRow) == 0
+
+
+def test_health_ready_and_openapi(api: httpx.Client) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/readyz").json()["status"] == "ready"
+    spec = api.get("/openapi.json").json()
+    assert "/tasks/enqueue" in spec["paths"]
+    assert "TaskCreateV1" in spec["components"]["schemas"]
+
+
+def test_fifty_concurrent_enqueues_with_one_key_make_one_task(
+    api: httpx.Client, factory: sessionmaker[Session]
+) -> None:
+    body = task_body(idempotency_key="race")
+    base = str(api.base_url)
+
+    def post(_: int) -> tuple[int, str]:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            resp = client.post("/tasks/enqueue", json=body)
+            return resp.status_code, resp.json()["task_id"]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(post, range(50)))
+    statuses = sorted(code for code, _ in results)
+    assert statuses.count(201) == 1 and statuses.count(200) == 49
+    assert len({task_id for _, task_id in results}) == 1
+    assert count(factory, TaskRow) == 1
+    assert count(factory, RunRow) == 1
+    assert count(factory, IssueRow) == 1
+
+
+def test_failure_inside_intake_leaves_no_partial_rows(factory: sessionmaker[Session]) -> None:
+    task = TaskCreateV1.model_validate(task_body(idempotency_key="boom"))
+    config = PolicyConfig(allowed_repo_prefixes=("acme",))
+    with pytest.raises(intake.FailureInjected):
+        intake.submit(factory, task=task, config=config, fail_after_cwom=True)
+    for model in (TaskRow, RepoRow, IssueRow, ContextPacketRow, ConstraintSnapshotRow, RunRow, AuditRow):
+        assert count(factory, model) == 0, model
+    # The key was not consumed: the same request succeeds afterwards.
+    accepted = intake.submit(factory, task=task, config=config)
+    assert accepted.created
+
+
+def test_repo_is_found_again_by_slug(factory: sessionmaker[Session]) -> None:
+    config = PolicyConfig(allowed_repo_prefixes=("acme",))
+    a = intake.submit(factory, task=TaskCreateV1.model_validate(task_body(objective="a")), config=config)
+    b = intake.submit(factory, task=TaskCreateV1.model_validate(task_body(objective="b", target={"repo": "ACME/app"})),
+                      config=config)
+    assert a.task.run_id != b.task.run_id
+    assert count(factory, RepoRow) == 1

@@ -1,0 +1,70 @@
+"""The V1 task contract: aliases, normalisation, and a frozen JSON schema."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from policy.contract import TaskCreateV1
+from tests.conftest import task_body
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "task_create_v1.schema.json"
+
+
+def test_legacy_aliases_are_normalised() -> None:
+    legacy = {
+        "requested_by": {"kind": "agent", "id": "bot"},
+        "objective": "  Fix the docs  ",
+        "type": "docs",
+        "target": {"repository": "Acme/Web"},
+        "payload": {"files": ["README.md"]},
+    }
+    task = TaskCreateV1.model_validate(legacy)
+    assert task.operation == "docs"
+    assert task.inputs == {"files": ["README.md"]}
+    assert task.target.repo == "acme/web"
+    assert task.target.ref == "main"
+    assert task.objective == "Fix the docs"
+    canonical = TaskCreateV1.model_validate(
+        {**task_body(operation="docs", objective="Fix the docs", inputs={"files": ["README.md"]}),
+         "requested_by": {"kind": "agent", "id": "bot"}, "target": {"repo": "acme/web"}}
+    )
+    assert task.request_hash() == canonical.request_hash()
+
+
+def test_defaults() -> None:
+    task = TaskCreateV1.model_validate(task_body())
+    assert task.constraints.time_budget_seconds == 900
+    assert task.constraints.allow_network is False
+    assert task.constraints.allow_secrets is False
+    assert task.version == "v1"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        task_body(type="docs", operation="ops"),
+        task_body(payload={"a": 1}, inputs={"a": 2}),
+        task_body(target={"repo": "acme/a", "repository": "acme/b"}),
+        task_body(target={"repo": "not a repo"}),
+        task_body(objective="   "),
+        task_body(requested_by={"kind": "robot", "id": "x"}),
+        task_body(unexpected_field=1),
+        task_body(version="v2"),
+    ],
+)
+def test_invalid_bodies_are_rejected(body: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        TaskCreateV1.model_validate(body)
+
+
+def test_schema_snapshot() -> None:
+    """Changing the request contract is a deliberate act: update the snapshot with CT_UPDATE_SNAPSHOTS=1."""
+    schema = json.dumps(TaskCreateV1.model_json_schema(), indent=2, sort_keys=True) + "\n"
+    if os.environ.get("CT_UPDATE_SNAPSHOTS") == "1" or not SNAPSHOT.exists():
+        SNAPSHOT.write_text(schema)
+    assert schema == SNAPSHOT.read_text()
