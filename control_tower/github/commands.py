@@ -1,4 +1,4 @@
-"""Slash-command grammar for issue comments: `/tower <subcommand> ...` lines outside code, quotes and comments."""
+"""Slash-command grammar: `/tower <subcommand> ...` lines outside code, quotes and HTML comments."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""GitHub integration: command grammar, webhook signatures, REST client, repository doctrine."""
