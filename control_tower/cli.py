@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -18,14 +19,27 @@ from policy.errors import ControlTowerError
 from policy.redaction import Redactor
 
 Command = Callable[[argparse.Namespace, Settings], int]
-_COMMANDS: dict[str, Command] = {}
+Configure = Callable[[argparse.ArgumentParser], object]
 
 
-def command(name: str) -> Callable[[Command], Command]:
-    """Register a sub-command handler."""
+@dataclass(frozen=True)
+class SubCommand:
+    """One `control-tower NAME` sub-command."""
+
+    name: str
+    help: str
+    run: Command
+    configure: Configure | None = None
+
+
+_COMMANDS: dict[str, SubCommand] = {}
+
+
+def command(name: str, help: str, configure: Configure | None = None) -> Callable[[Command], Command]:
+    """Register a sub-command; modules of any layer call this at import time."""
 
     def register(fn: Command) -> Command:
-        _COMMANDS[name] = fn
+        _COMMANDS[name] = SubCommand(name, help, fn, configure)
         return fn
 
     return register
@@ -35,7 +49,7 @@ def _print(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-@command("migrate")
+@command("migrate", "apply the database migrations")
 def _migrate(_: argparse.Namespace, settings: Settings) -> int:
     from control_tower.migrate import upgrade
 
@@ -46,7 +60,15 @@ def _migrate(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@command("serve")
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--no-worker", action="store_true", help="do not start the in-process worker")
+    p.add_argument("--workers", type=int, default=1, help="HTTP worker processes (implies --no-worker)")
+    p.add_argument("--migrate", action="store_true", help="apply migrations on start (PostgreSQL)")
+
+
+@command("serve", "run the HTTP API (and an in-process worker)", _serve_args)
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -75,7 +97,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@command("enqueue")
+@command("enqueue", "submit a task from a JSON file", lambda p: p.add_argument("file"))
 def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
     from control_tower import intake
 
@@ -114,34 +136,22 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every sub-command."""
-    parser = argparse.ArgumentParser(prog="control-tower", description=__doc__)
+    """The argument parser for every registered sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="control-tower", description="Control Tower: ops bot and policy gate"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the HTTP API (and an in-process worker)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--no-worker", action="store_true", help="do not start the in-process worker")
-    serve.add_argument("--workers", type=int, default=1, help="HTTP worker processes (implies --no-worker)")
-    serve.add_argument("--migrate", action="store_true", help="apply migrations on start (PostgreSQL)")
-    sub.add_parser("migrate", help="apply the database migrations")
-    enqueue = sub.add_parser("enqueue", help="submit a task from a JSON file")
-    enqueue.add_argument("file")
-    from control_tower import cli_extra
-
-    cli_extra.add_parsers(sub)
+    for name in sorted(_COMMANDS):
+        spec = _COMMANDS[name]
+        child = sub.add_parser(name, help=spec.help)
+        if spec.configure is not None:
+            spec.configure(child)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Parse, configure logging, run the chosen sub-command."""
     args = build_parser().parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    from control_tower import cli_extra
-
-    handler = _COMMANDS.get(args.command) or cli_extra.handler(args.command)
-    return handler(args, settings)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return _COMMANDS[args.command].run(args, settings)

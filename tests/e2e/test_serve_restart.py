@@ -26,7 +26,7 @@ def serve(db_url: str, tmp_path: Path) -> Iterator[str]:
         "TRACE_ROOT": str(tmp_path / "traces"),
         "WORKSPACE_ROOT": str(tmp_path / "ws"),
     }
-    args = [sys.executable, "-m", "control_tower.cli", "serve", "--port", str(port), "--no-worker", "--migrate"]
+    args = [sys.executable, "-m", "worker.cli", "serve", "--port", str(port), "--no-worker", "--migrate"]
     proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
