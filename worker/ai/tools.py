@@ -184,10 +184,13 @@ class Workspace:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_OPTIONAL_LOCKS": "0",
             "HOME": str(self.root),
         }
+        # --no-optional-locks: status must not refresh (write) the index; .git may even be read-only.
         base = [
             "git",
+            "--no-optional-locks",
             "-c",
             "core.hooksPath=/dev/null",
             "-c",
