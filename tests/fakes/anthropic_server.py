@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,6 +22,7 @@ class Reply:
     """A successful answer; stop_reason defaults to tool_use when there is a tool_use block."""
 
     content: list[dict[str, Any]]
+    _: KW_ONLY
     stop_reason: str | None = None
     input_tokens: int = 100
     output_tokens: int = 20
