@@ -28,6 +28,9 @@ class Reply:
     output_tokens: int = 20
     delay_s: float = 0.0
     model: str | None = None
+    # Streaming only: pause between events; an `error` event (e.g. overloaded_error) after the first block.
+    event_delay_s: float = 0.0
+    fail_mid_stream: str | None = None
 
 
 @dataclass
@@ -122,7 +125,12 @@ class FakeAnthropic:
         self._server.daemon_threads = True
         host, port = self._server.server_address[:2]
         self.url = f"http://{host!s}:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-anthropic", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-anthropic",
+            daemon=True,
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -169,7 +177,7 @@ class FakeAnthropic:
                 headers = {"retry-after": step.retry_after} if step.retry_after is not None else {}
                 self._send_json(handler, step.status, _error_body(step.error_type, step.message), headers)
             elif body.get("stream"):
-                self._send_sse(handler, self._message(step, body, streaming=True), step)
+                self._send_sse(handler, self._message(step, body, streaming=True), step, self._stop)
             else:
                 self._send_json(handler, 200, self._message(step, body, streaming=False))
         except (BrokenPipeError, ConnectionResetError):
@@ -211,7 +219,9 @@ class FakeAnthropic:
         handler.wfile.write(data)
 
     @staticmethod
-    def _send_sse(handler: BaseHTTPRequestHandler, start: dict[str, Any], step: Reply) -> None:
+    def _send_sse(
+        handler: BaseHTTPRequestHandler, start: dict[str, Any], step: Reply, stop: threading.Event
+    ) -> None:
         handler.send_response(200)
         handler.send_header("content-type", "text/event-stream")
         handler.send_header("cache-control", "no-cache")
@@ -221,6 +231,8 @@ class FakeAnthropic:
         handler.close_connection = True
 
         def emit(event: str, data: dict[str, Any]) -> None:
+            if step.event_delay_s and stop.wait(step.event_delay_s):
+                raise BrokenPipeError("server stopping")
             handler.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
             handler.wfile.flush()
 
@@ -269,6 +281,9 @@ class FakeAnthropic:
                         },
                     )
             emit("content_block_stop", {"type": "content_block_stop", "index": index})
+            if step.fail_mid_stream:
+                emit("error", _error_body(step.fail_mid_stream, "scripted mid-stream failure"))
+                return
         has_tool = any(b.get("type") == "tool_use" for b in step.content)
         emit(
             "message_delta",

@@ -254,8 +254,11 @@ def test_replay_reproduces_tool_calls_and_diff(fake: FakeAnthropic, tmp_path: Pa
     recorded: Events = []
     with AnthropicProvider(api_key=API_KEY, base_url=fake.url) as provider:
         original = run_coding_agent(provider, recorded_root, recorded)
-    # Through JSON, as the trace file stores the events.
-    from_trace = [(k, d) for k, d in json.loads(json.dumps(recorded))]
+    # Through JSON lines, as the trace's events.jsonl stores them.
+    lines = [
+        json.dumps({"seq": n, "type": k, "step_id": "agent", "data": d}) for n, (k, d) in enumerate(recorded)
+    ]
+    from_trace = [json.loads(line) for line in lines]
 
     replay_root = make_repo(tmp_path / "replayed")
     replayer = ReplayProvider.from_events(from_trace)

@@ -183,3 +183,20 @@ def test_ai_generate_recovers_from_malformed_json_over_http(fake: FakeAnthropic)
     # The correction turn carried the parse error back to the model.
     feedback = fake.requests[-1].body["messages"][-1]["content"]
     assert "did not satisfy the schema" in feedback and "not valid JSON" in feedback
+
+
+def test_stream_trickling_past_the_deadline_times_out(fake: FakeAnthropic) -> None:
+    fake.enqueue(Reply([text("x" * 70)], event_delay_s=0.1))
+    start = time.monotonic()
+    with provider(fake, stream=True) as p, pytest.raises(AIError) as info:
+        p.complete(request(timeout_s=0.5))
+    assert info.value.code == "AI_TIMEOUT"
+    assert time.monotonic() - start < 1.2
+
+
+def test_error_event_mid_stream_is_retried(fake: FakeAnthropic) -> None:
+    fake.enqueue(Reply([text("partial")], fail_mid_stream="overloaded_error"), Reply([text("whole")]))
+    with provider(fake, stream=True) as p:
+        response = p.complete(request())
+    assert response.text == "whole" and response.retry_count == 1
+    assert len(fake.requests) == 2

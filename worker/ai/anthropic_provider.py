@@ -13,6 +13,8 @@ from worker.ai.retry import RetryPolicy, TransientAIError, call_with_retries
 
 # Status codes the API documents as transient: request timeout, lock conflict, rate limit, overload, 5xx.
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
+# A stream that already answered 200 can still fail with an `error` event; its type says if it is transient.
+_TRANSIENT_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 
 
 def blocks_from_raw(raw_content: list[Any]) -> list[ContentBlock]:
@@ -133,9 +135,14 @@ class AnthropicProvider:
         if request.tools:
             kwargs["tools"] = [t.to_dict() for t in request.tools]
         messages = cast(Any, self._client.messages)
+        deadline = time.monotonic() + remaining_s
         try:
             if self._stream:
                 with messages.stream(**kwargs) as stream:
+                    # The SDK timeout bounds each read; a trickling stream must still end at the deadline.
+                    for _event in stream:
+                        if time.monotonic() > deadline:
+                            raise AIError(AICode.AI_TIMEOUT, f"stream still running after {remaining_s:.1f}s")
                     message = stream.get_final_message()
             else:
                 message = messages.create(**kwargs)
@@ -145,7 +152,7 @@ class AnthropicProvider:
             raise TransientAIError(f"connection error: {exc}") from exc
         except anthropic.APIStatusError as exc:
             status = exc.status_code
-            if status in _RETRYABLE_STATUS or status >= 500:
+            if status in _RETRYABLE_STATUS or status >= 500 or str(exc.type) in _TRANSIENT_TYPES:
                 raise TransientAIError(
                     f"HTTP {status} {exc.type or ''}".strip(),
                     retry_after_s=_retry_after_s(exc.response.headers),

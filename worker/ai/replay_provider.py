@@ -30,12 +30,21 @@ class ReplayProvider:
         self.default_model = default_model
 
     @classmethod
-    def from_events(cls, events: Iterable[tuple[str, Mapping[str, Any]]]) -> ReplayProvider:
-        """Build from recorded `ai.request` / `ai.response` events (type, data) in trace order."""
+    def from_events(
+        cls, events: Iterable[tuple[str, Mapping[str, Any]] | Mapping[str, Any]]
+    ) -> ReplayProvider:
+        """Build from recorded `ai.request` / `ai.response` events in trace order.
+
+        Each event is a (type, data) pair or an events.jsonl record with "type" and "data" keys.
+        """
         calls: list[RecordedCall] = []
         pending: tuple[tuple[str, bool], ...] | None = None
         model = "replay"
-        for kind, data in events:
+        for event in events:
+            if isinstance(event, Mapping):
+                kind, data = str(event.get("type")), event.get("data") or {}
+            else:
+                kind, data = event
             if kind == "ai.request":
                 pending = tuple(
                     (str(r.get("tool_use_id")), bool(r.get("is_error"))) for r in data.get("tool_results", [])
