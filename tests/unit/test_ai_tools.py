@@ -47,6 +47,24 @@ def test_symlink_leaving_the_workspace_is_refused_for_read_write_and_search(ws: 
         ws.list_dir("etc")
 
 
+def test_dangling_symlink_pointing_outside_is_not_a_way_to_create_files(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    target = tmp_path / "outside" / "planted.txt"
+    (ws.root / "out").symlink_to(target)
+    with pytest.raises(ToolError) as info:
+        ws.write_file("out", "x")
+    assert info.value.code == "PATH_OUTSIDE_WORKSPACE"
+    assert not target.exists()
+
+
+def test_nested_git_directories_are_protected(ws: Workspace) -> None:
+    with pytest.raises(ToolError) as info:
+        ws.write_file("vendor/lib/.git/hooks/post-checkout", "#!/bin/sh\n")
+    assert info.value.code == "PATH_NOT_ALLOWED"
+    ws.write_file("docs/.gitignore", "*.tmp\n")  # only the .git directory itself is protected
+
+
 def test_symlink_inside_the_workspace_is_followed(ws: Workspace) -> None:
     (ws.root / "link.py").symlink_to(ws.root / "src" / "app.py")
     assert "return 1" in ws.read_file("link.py")

@@ -68,9 +68,11 @@ class Workspace:
             os.path.normpath(path if not os.path.isabs(path) else os.path.relpath(path, self.root))
         )
         for parts in (PurePosixPath(rel).parts, lexical.parts):
-            if parts and parts[0] == ".git":
+            # Any .git component: the repository's own and nested ones (a planted sub/.git would make an
+            # embedded repository with its own hooks and config).
+            if ".git" in parts:
                 raise ToolError(
-                    "PATH_NOT_ALLOWED", f"{path!r} is inside .git/, which the agent may not change"
+                    "PATH_NOT_ALLOWED", f"{path!r} is inside a .git/ directory, which is protected"
                 )
             if not self.allow_workflow_changes and tuple(parts[:2]) == (".github", "workflows"):
                 raise ToolError(
