@@ -41,6 +41,7 @@ class Accepted:
 
     task: TaskRow
     created: bool
+    ids: CwomIds | None = None
 
 
 def new_trace_id() -> str:
@@ -111,15 +112,15 @@ def submit(
         record_refusal(factory, task=task, error=error, config=config, source=source)
         raise
     with factory() as session, session.begin():
-        task_id, existing = _insert_task(session, task=task, config=config, source=source)
-        if existing is not None:
-            if existing.request_hash != task.request_hash():
+        row, created = _insert_task(session, task=task, config=config, source=source)
+        if not created:
+            if row.request_hash != task.request_hash():
                 raise IdempotencyConflict(
                     message=f"idempotency key {task.idempotency_key!r} was used for a different request",
                     field="idempotency_key",
                 )
-            return Accepted(existing, created=False)
-        row = session.get_one(TaskRow, task_id)
+            return Accepted(row, created=False, ids=cwom_ids(session, row))
+        ids = None
         actor = actor_for(task)
         audit.record(
             session,
@@ -151,20 +152,19 @@ def submit(
             after=_task_audit(row),
             trace_id=row.trace_id,
         )
-        return Accepted(row, created=True)
+        return Accepted(row, created=True, ids=ids)
 
 
 def _insert_task(
     session: Session, *, task: TaskCreateV1, config: PolicyConfig, source: str
-) -> tuple[str, TaskRow | None]:
-    """Insert the task row; on an idempotency-key collision also return the row already stored.
+) -> tuple[TaskRow, bool]:
+    """Insert the task row; on an idempotency-key collision return the row already stored (and False).
 
     The unique index decides, not a read before the write, so concurrent duplicates cannot both win.
     """
     now = utcnow()
-    task_id = new_id()
     values: dict[str, Any] = {
-        "id": task_id,
+        "id": new_id(),
         "idempotency_key": task.idempotency_key,
         "request_hash": task.request_hash(),
         "status": TaskStatus.QUEUED.value,
@@ -182,14 +182,14 @@ def _insert_task(
         "updated_at": now,
     }
     if task.idempotency_key is None:
-        session.execute(insert(TaskRow).values(**values))
-        return task_id, None
-    if insert_ignore(session, TaskRow.__table__, values, conflict=["idempotency_key"]):  # type: ignore[arg-type]
-        return task_id, None
+        return session.scalars(insert(TaskRow).values(**values).returning(TaskRow)).one(), True
+    inserted = insert_ignore(session, TaskRow, values, conflict=["idempotency_key"])
+    if inserted is not None:
+        return inserted, True
     existing = session.execute(
         select(TaskRow).where(TaskRow.idempotency_key == task.idempotency_key)
     ).scalar_one()
-    return task_id, existing
+    return existing, False
 
 
 def _task_audit(row: TaskRow) -> dict[str, Any]:

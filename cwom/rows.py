@@ -20,15 +20,20 @@ def snapshot(row: object) -> dict[str, Any]:
     return out
 
 
-def insert_ignore(session: Session, table: Table, values: dict[str, Any], *, conflict: list[str]) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING on either dialect; True when the row was inserted."""
+def insert_ignore(session: Session, target: Any, values: dict[str, Any], *, conflict: list[str]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING on either dialect.
+
+    `target` is a mapped class (returns the new ORM object) or a Table (returns its primary key);
+    None when the row already existed. RETURNING, not rowcount: drivers disagree on rowcount here.
+    """
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
+        stmt: Any = postgresql.insert(target).values(**values).on_conflict_do_nothing(index_elements=conflict)
     elif dialect == "sqlite":
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
+        stmt = sqlite.insert(target).values(**values).on_conflict_do_nothing(index_elements=conflict)
     else:  # pragma: no cover - only the two supported dialects reach here
         raise RuntimeError(f"unsupported dialect {dialect}")
-    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
-    key = next(iter(table.primary_key.columns))
-    return session.execute(stmt.returning(key)).first() is not None
+    if isinstance(target, Table):
+        returned = next(iter(target.primary_key.columns))
+        return session.execute(stmt.returning(returned)).scalar()
+    return session.scalars(stmt.returning(target)).first()

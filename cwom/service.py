@@ -38,10 +38,12 @@ class CwomIds:
 
 def ensure_repo(session: Session, *, fields: dict[str, object], actor: Actor, trace_id: str) -> str:
     """The repo with this slug, created once (concurrent creators race on the unique slug, not a read)."""
+    found = session.execute(select(RepoRow.id).where(RepoRow.slug == fields["slug"])).scalar()
+    if found is not None:
+        return str(found)
     now = utcnow()
     values = {**fields, "id": new_id(), "trace_id": trace_id, "created_at": now, "updated_at": now}
-    table = RepoRow.__table__
-    if insert_ignore(session, table, values, conflict=["slug"]):  # type: ignore[arg-type]
+    if insert_ignore(session, RepoRow.__table__, values, conflict=["slug"]) is not None:
         audit.record(
             session,
             actor=actor,
@@ -104,11 +106,10 @@ def create_for_task(
     for obj in (issue, packet, constraints, run):
         obj.created_at = now
         obj.updated_at = now
+    # Without relationship() the unit of work does not order tables by foreign key: issue goes first.
     session.add(issue)
     session.flush()
-    session.add_all([packet, constraints])
-    session.flush()
-    session.add(run)
+    session.add_all([packet, constraints, run])
     session.flush()
     for kind, obj in (
         (ObjectKind.ISSUE, issue),

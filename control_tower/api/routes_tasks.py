@@ -51,11 +51,9 @@ def enqueue(
         create_cwom=create_cwom,
         max_attempts=settings.worker_max_attempts,
     )
-    with factory() as session:
-        ids = intake.cwom_ids(session, accepted.task)
     if not accepted.created:
         response.status_code = 200
-    return TaskOut.from_row(accepted.task, ids=ids, replay=not accepted.created)
+    return TaskOut.from_row(accepted.task, ids=accepted.ids, replay=not accepted.created)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut, responses={404: {"model": ErrorResponse}})
