@@ -11,6 +11,7 @@ import pytest
 from worker.ai.anthropic_provider import AnthropicProvider
 from worker.ai.factory import build_provider
 from worker.ai.mock_provider import MockProvider
+from worker.ai.openai_provider import OpenAIProvider
 from worker.ai.pricing import FALLBACK_PRICE, PRICES, estimate_cost_usd, price_for
 from worker.ai.providers import DEFAULT_MODEL, AIError
 from worker.ai.templates import (
@@ -99,6 +100,9 @@ def test_build_provider_selection() -> None:
     real = build_provider(api_key="sk-test", base_url="http://127.0.0.1:9", model="claude-opus-5-5")
     assert isinstance(real, AnthropicProvider) and real.default_model == "claude-opus-5-5"
     real.close()
+    openai = build_provider(provider="openai", api_key="sk-o", base_url="http://127.0.0.1:9/v1")
+    assert isinstance(openai, OpenAIProvider) and openai.name == "openai"
+    openai.close()
     with pytest.raises(AIError) as info:
         build_provider(provider="anthropic")
     assert info.value.code == "AI_CONFIG_INVALID"

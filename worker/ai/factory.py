@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from worker.ai.anthropic_provider import AnthropicProvider
 from worker.ai.mock_provider import MockMode, MockProvider
+from worker.ai.openai_provider import DEFAULT_OPENAI_MODEL, OpenAIProvider
 from worker.ai.providers import DEFAULT_MODEL, AICode, AIError, AIProvider
 from worker.ai.retry import RetryPolicy
 
@@ -19,7 +20,7 @@ def build_provider(
     stream: bool = False,
     retry_policy: RetryPolicy | None = None,
 ) -> AIProvider:
-    """`auto` picks anthropic when an API key is given, else the deterministic mock."""
+    """`auto` picks anthropic when an API key is given, else the deterministic mock; `openai` is opt-in."""
     choice = provider
     if choice == "auto":
         choice = "anthropic" if api_key else "mock"
@@ -31,6 +32,15 @@ def build_provider(
             base_url=base_url or None,
             default_model=model or DEFAULT_MODEL,
             stream=stream,
+            retry_policy=retry_policy,
+        )
+    if choice == "openai":
+        if not api_key:
+            raise AIError(AICode.AI_CONFIG_INVALID, "the openai provider needs an API key")
+        return OpenAIProvider(
+            api_key=api_key,
+            base_url=base_url or "https://api.openai.com/v1",
+            default_model=model or DEFAULT_OPENAI_MODEL,
             retry_policy=retry_policy,
         )
     if choice == "mock":
