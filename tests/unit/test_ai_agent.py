@@ -292,3 +292,31 @@ def test_bash_exit_code_recorded(repo: Path) -> None:
     assert tool_result["output"].startswith("exit_code: 3")
     for key in ("name", "input", "duration_ms", "exit_code", "is_error", "output"):
         assert key in tool_result
+
+
+def test_mock_agent_runs_the_doctrine_verify_command(repo: Path) -> None:
+    from worker.ai.templates import BUILTIN_TEMPLATES, TemplateRegistry, build_system_prompt
+
+    system, _ = build_system_prompt(
+        TemplateRegistry(BUILTIN_TEMPLATES),
+        context={"objective": "o"},
+        doctrine={"verify": "make test"},
+        tools=["bash"],
+    )
+    commands: list[str] = []
+
+    def runner(command: str) -> ToolRunResult:
+        commands.append(command)
+        return ToolRunResult(0, "ok", "")
+
+    result = run_agent(
+        MockProvider(),
+        workspace=repo,
+        system_prompt=system,
+        objective="Add a note",
+        limits=AgentLimits(),
+        bash_runner=runner,
+    )
+    assert result.stop_code is StopCode.FINISHED
+    assert commands == ["make test"]
+    assert [c.name for c in result.tool_calls] == ["list_dir", "write_file", "bash", "git_diff", "finish"]

@@ -17,6 +17,8 @@ from worker.ai.schema_gen import generate_valid, generate_violation
 
 MOCK_MODEL = "mock"
 NOTE_FILE = "CONTROL_TOWER.md"
+# The doctrine's verify command as build_system_prompt lists it: "- verify: make test".
+_VERIFY = re.compile(r"^- verify(?:_command)?: (.+)$", re.MULTILINE)
 _FILE_TOKEN = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.[A-Za-z0-9]{1,8})(?![\w/-])")
 
 
@@ -156,6 +158,10 @@ class MockProvider:
                     )
                 return use("write_file", {"path": target, "content": read[1] + "\n" + note})
             return use("write_file", {"path": NOTE_FILE, "content": f"# Control Tower\n\n{note}"})
+        verify = _VERIFY.search(request.system)
+        if verify and "bash" in tools and "bash" not in done and can_write:
+            # Like a careful agent: run the doctrine's verify command after changing files.
+            return use("bash", {"command": verify.group(1).strip()})
         if "git_diff" in tools and "git_diff" not in done and can_write:
             return use("git_diff", {})
         changed = [h for h in history if h[0] in ("write_file", "edit_file") and not h[2]]
