@@ -147,7 +147,7 @@ def test_parse_never_raises(body: str) -> None:
 
 
 _NEWLINES = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-_line = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters=_NEWLINES))
+_line = st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters=_NEWLINES))
 _cmd_line = st.sampled_from(["/tower approve", "/tower run ops x", "  /tower retry", "/tower"])
 _lines = st.lists(st.one_of(_line, _cmd_line), min_size=1, max_size=12)
 
