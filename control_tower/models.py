@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
+import control_tower.github.tables
 import control_tower.tables
 import cwom.audit
 import cwom.tables
@@ -11,5 +12,5 @@ from cwom.base import Base
 
 __all__ = ["metadata"]
 
-_LOADED = (control_tower.tables, cwom.audit, cwom.tables)
+_LOADED = (control_tower.github.tables, control_tower.tables, cwom.audit, cwom.tables)
 metadata: MetaData = Base.metadata

@@ -12,6 +12,7 @@ from control_tower.api.errors import install_error_handlers
 from control_tower.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from control_tower.api.routes_health import router as health_router
 from control_tower.api.routes_tasks import router as tasks_router
+from control_tower.github.webhook import router as github_router
 from control_tower.db import make_engine, make_sessionmaker
 from control_tower.logs import configure_logging
 from control_tower.settings import Settings
@@ -57,6 +58,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(tasks_router)
+    app.include_router(github_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

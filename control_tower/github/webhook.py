@@ -1,0 +1,93 @@
+"""POST /github/webhook: verify, store, map, answer in milliseconds. No GitHub API call happens here."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from control_tower.github.ingest import process_delivery, store_delivery
+from control_tower.github.signature import verify_signature
+from control_tower.settings import Settings
+from policy.errors import ControlTowerError
+
+router = APIRouter(tags=["github"])
+
+
+class BadSignature(ControlTowerError):
+    """The X-Hub-Signature-256 header does not match the body under any configured secret."""
+
+    code = "INVALID_SIGNATURE"
+    http_status = 401
+
+
+class BadDelivery(ControlTowerError):
+    """The delivery lacks what GitHub always sends (event name, delivery id, a JSON object body)."""
+
+    code = "INVALID_DELIVERY"
+    http_status = 400
+
+
+def counters(request: Request) -> Counter[str]:
+    """Process-local webhook counters (exposed at GET /github/webhook/stats)."""
+    found: Counter[str] = request.app.state.__dict__.setdefault("_state", {}).setdefault(
+        "github_counters", Counter()
+    )
+    return found
+
+
+@router.post("/github/webhook", status_code=202)
+async def receive(request: Request) -> JSONResponse:
+    """Verify the signature over the raw body, store the delivery, then act on it."""
+    settings: Settings = request.app.state.settings
+    raw = await request.body()
+    secrets = [s.get_secret_value() for s in settings.github_webhook_secret]
+    if not verify_signature(raw, request.headers.get("x-hub-signature-256"), secrets):
+        counters(request)["bad_signature"] += 1
+        raise BadSignature
+    event = request.headers.get("x-github-event", "")
+    delivery_id = request.headers.get("x-github-delivery", "")
+    if not event or not delivery_id:
+        raise BadDelivery(message="missing X-GitHub-Event or X-GitHub-Delivery", field="headers")
+    try:
+        payload: Any = json.loads(raw)
+    except ValueError as exc:
+        raise BadDelivery(message="body is not JSON", field="body") from exc
+    if not isinstance(payload, dict):
+        raise BadDelivery(message="body is not a JSON object", field="body")
+    factory = request.app.state.session_factory
+    stored = await run_in_threadpool(
+        store_delivery,
+        factory,
+        delivery_id=delivery_id,
+        event=event,
+        hook_id=request.headers.get("x-github-hook-id"),
+        payload=payload,
+    )
+    if not stored:
+        counters(request)["duplicate"] += 1
+        return JSONResponse({"status": "duplicate", "delivery_id": delivery_id}, status_code=200)
+    counters(request)["accepted"] += 1
+    outcome = await run_in_threadpool(
+        process_delivery,
+        factory,
+        delivery_id=delivery_id,
+        event=event,
+        payload=payload,
+        raw=raw,
+        config=request.app.state.policy_config,
+        label_prefix=settings.github_label_prefix,
+        bot_login=settings.github_bot_login,
+        max_attempts=settings.worker_max_attempts,
+    )
+    return JSONResponse({"delivery_id": delivery_id, **outcome}, status_code=202)
+
+
+@router.get("/github/webhook/stats")
+def stats(request: Request) -> dict[str, int]:
+    """How many deliveries were accepted, duplicated or refused for a bad signature (this process)."""
+    return dict(counters(request))

@@ -1,0 +1,146 @@
+"""POST /github/webhook through real HTTP on both databases: signatures, storage, dedupe, triggers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_tower.api.app import create_app
+from control_tower.github.tables import CommandRow, DeliveryRow
+from control_tower.tables import RefusalRow, TaskRow
+from tests.conftest import make_settings
+from tests.fakes.github_webhooks import issue_comment_payload, issues_labeled_payload, signed_delivery
+from tests.support.servers import serve_in_thread
+
+SECRET = "whsec-current-0123456789"
+OLD_SECRET = "whsec-previous-987654321"
+REPO = "acme/app"
+
+
+@pytest.fixture
+def gh(db_url: str, tmp_path: Path, engine: Engine) -> Iterator[httpx.Client]:
+    settings = make_settings(db_url, tmp_path, github_webhook_secret=[SecretStr(SECRET), SecretStr(OLD_SECRET)])
+    with serve_in_thread(create_app(settings, engine=engine)) as base, httpx.Client(base_url=base) as client:
+        yield client
+
+
+def count(factory: sessionmaker[Session], model: type, *where: object) -> int:
+    with factory() as session:
+        return int(session.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
+
+
+def post(client: httpx.Client, event: str, payload: dict[str, object], *, secret: str = SECRET,
+         delivery_id: str | None = None) -> httpx.Response:
+    return signed_delivery(event, payload, secret, delivery_id=delivery_id).post("/github/webhook", client=client)
+
+
+def test_bad_signature_is_401_and_nothing_is_stored(gh: httpx.Client, factory: sessionmaker[Session]) -> None:
+    resp = post(gh, "issues", issues_labeled_payload(REPO, 1, "tower:ops"), secret="wrong-secret-123456")
+    assert resp.status_code == 401
+    assert resp.json()["error"]["code"] == "INVALID_SIGNATURE"
+    unsigned = gh.post("/github/webhook", content=b"{}", headers={"X-GitHub-Event": "ping",
+                                                                 "X-GitHub-Delivery": "x"})
+    assert unsigned.status_code == 401
+    assert count(factory, DeliveryRow) == 0 and count(factory, TaskRow) == 0
+    assert gh.get("/github/webhook/stats").json()["bad_signature"] == 2
+
+
+def test_rotated_secret_is_accepted(gh: httpx.Client, factory: sessionmaker[Session]) -> None:
+    resp = post(gh, "ping", {"zen": "Keep it simple.", "hook_id": 1}, secret=OLD_SECRET)
+    assert resp.status_code == 202
+    assert resp.json()["status"] == "ignored"
+    assert count(factory, DeliveryRow) == 1
+
+
+def test_label_creates_one_task_and_redelivery_does_nothing(gh: httpx.Client, factory: sessionmaker[Session]) -> None:
+    payload = issues_labeled_payload(REPO, 7, "tower:ops", body="Please format\n\n```sh\nmake fmt\n```\n")
+    first = post(gh, "issues", payload, delivery_id="d-1")
+    assert first.status_code == 202, first.text
+    assert first.json()["tasks"][0]["duplicate"] is False
+    for _ in range(2):
+        again = post(gh, "issues", payload, delivery_id="d-1")
+        assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    # The same intent in a different delivery (GitHub retried with a new id) is one run too.
+    other = post(gh, "issues", payload, delivery_id="d-2")
+    assert other.status_code == 202
+    assert other.json()["tasks"][0]["duplicate"] is True
+    assert count(factory, TaskRow) == 1 and count(factory, DeliveryRow) == 2
+    with factory() as session:
+        task = session.execute(select(TaskRow)).scalar_one()
+    assert task.source == "github" and task.operation == "ops"
+    assert task.body["inputs"]["command"] == "make fmt"
+    assert task.body["requested_by"] == {"kind": "human", "id": "alice", "label": "github"}
+    assert task.body["metadata"]["github"]["issue_number"] == 7
+
+
+def test_comment_commands(gh: httpx.Client, factory: sessionmaker[Session]) -> None:
+    body = "Thanks!\n/tower run ops ls -la\n/tower approve looks good\n/tower frobnicate"
+    resp = post(gh, "issue_comment", issue_comment_payload(REPO, 3, body, comment_id=11))
+    assert resp.status_code == 202, resp.text
+    out = resp.json()
+    assert len(out["tasks"]) == 1
+    assert sorted(c["kind"] for c in out["commands"]) == ["approve", "help"]
+    with factory() as session:
+        task = session.execute(select(TaskRow)).scalar_one()
+        kinds = {c.kind: c for c in session.execute(select(CommandRow)).scalars()}
+    assert task.body["inputs"]["command"] == "ls -la"
+    assert kinds["approve"].text == "looks good" and kinds["approve"].sender == "alice"
+    # The same comment in another delivery adds nothing.
+    post(gh, "issue_comment", issue_comment_payload(REPO, 3, body, comment_id=11))
+    assert count(factory, TaskRow) == 1 and count(factory, CommandRow) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "kwargs"),
+    [
+        ("/tower run ops rm -rf /", {"sender": "dependabot[bot]", "sender_type": "Bot"}),
+        ("/tower run ops ls", {"sender": "control-tower[bot]", "sender_type": "Bot"}),
+        ("> /tower run ops ls", {}),
+        ("```\n/tower run ops ls\n```", {}),
+        ("`/tower run ops ls`", {}),
+        ("/tower run ops ls", {"action": "edited", "previous_body": "hi"}),
+        ("just chatting", {}),
+    ],
+)
+def test_things_that_never_trigger(gh: httpx.Client, factory: sessionmaker[Session], body: str,
+                                   kwargs: dict[str, str]) -> None:
+    resp = post(gh, "issue_comment", issue_comment_payload(REPO, 4, body, **kwargs))
+    assert resp.status_code == 202
+    assert resp.json()["status"] == "ignored"
+    assert count(factory, TaskRow) == 0 and count(factory, CommandRow) == 0
+    assert count(factory, DeliveryRow) == 1  # recorded all the same
+
+
+def test_policy_refusal_is_recorded_and_answered(gh: httpx.Client, factory: sessionmaker[Session]) -> None:
+    resp = post(gh, "issue_comment", issue_comment_payload("evil/app", 5, "/tower run docs fix it"))
+    assert resp.status_code == 202
+    assert resp.json()["refusals"][0]["code"] == "REPO_NOT_ALLOWED"
+    assert count(factory, RefusalRow) == 1
+    assert count(factory, CommandRow, CommandRow.kind == "refusal") == 1
+    assert count(factory, TaskRow) == 0
+
+
+def test_unknown_events_are_acknowledged_and_recorded(gh: httpx.Client, factory: sessionmaker[Session]) -> None:
+    for event in ("push", "check_suite", "installation", "star"):
+        resp = post(gh, event, {"action": "created", "repository": {"full_name": REPO}})
+        assert resp.status_code == 202
+    assert count(factory, DeliveryRow) == 4
+    assert count(factory, DeliveryRow, DeliveryRow.status == "ignored") == 4
+
+
+def test_malformed_deliveries_are_4xx(gh: httpx.Client) -> None:
+    d = signed_delivery("issues", {"a": 1}, SECRET)
+    headers = {k: v for k, v in d.headers.items() if k != "X-GitHub-Delivery"}
+    assert gh.post("/github/webhook", content=d.body, headers=headers).status_code == 400
+    from control_tower.github.signature import sign
+
+    raw = b"not json"
+    resp = gh.post("/github/webhook", content=raw, headers={"X-GitHub-Event": "issues", "X-GitHub-Delivery": "z",
+                                                            "X-Hub-Signature-256": sign(raw, SECRET)})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "INVALID_DELIVERY"
