@@ -11,7 +11,13 @@ from control_tower.github.client import (
     permission_at_least,
     status_marker,
 )
-from control_tower.github.commands import Command, CommandError, commands_only, label_operation, parse_commands
+from control_tower.github.commands import (
+    Command,
+    CommandError,
+    commands_only,
+    label_operation,
+    parse_commands,
+)
 from control_tower.github.doctrine import DOCTRINE_PATH, DoctrineError, RepoDoctrine, parse_doctrine, tighten
 from control_tower.github.errors import GitHubError
 from control_tower.github.retry import RetryPolicy
@@ -37,6 +43,7 @@ __all__ = [
     "commands_only",
     "label_operation",
     "parse_commands",
+    "parse_doctrine",
     "permission_at_least",
     "sign",
     "status_marker",
