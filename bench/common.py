@@ -60,8 +60,9 @@ def serve_process(env: dict[str, str], args: Sequence[str], cwd: Path) -> Iterat
     """Run `control-tower serve` as a process on a free loopback port until the block ends."""
     port = free_port()
     cmd = [sys.executable, "-m", "worker.cli", "serve", "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -33,15 +33,51 @@ class Received:
     outcome: dict[str, Any]
 
 
-def store_delivery(
+def receive_delivery(
     factory: sessionmaker[Session],
     *,
     delivery_id: str,
     event: str,
     hook_id: str | None,
     payload: dict[str, Any],
+    raw: bytes,
+    config: PolicyConfig,
+    label_prefix: str,
+    bot_login: str,
+    max_attempts: int,
+) -> Received:
+    """Store the delivery first, then act on it; a redelivery (same delivery id) does nothing.
+
+    Deciding what a delivery means is pure, so it happens before the insert: a delivery that asks for
+    nothing is stored already marked `ignored`, in one transaction.
+    """
+    plan = plan_delivery(event, payload, label_prefix=label_prefix, bot_login=bot_login)
+    if plan.ignored is None and event in TYPED_EVENTS:
+        try:
+            parse(event, raw)  # githubkit's typed models: a payload they refuse triggers nothing
+        except (ValidationError, ValueError, KeyError, TypeError) as exc:
+            plan = Plan(ignored=f"payload not valid: {type(exc).__name__}")
+    ignored = {"reason": plan.ignored} if plan.ignored is not None else None
+    stored = _store(
+        factory, delivery_id=delivery_id, event=event, hook_id=hook_id, payload=payload, ignored=ignored
+    )
+    if not stored:
+        return Received(duplicate=True, outcome={"status": "duplicate"})
+    if ignored is not None:
+        return Received(duplicate=False, outcome={"status": "ignored", **ignored})
+    return Received(duplicate=False, outcome=process_plan(factory, plan, delivery_id, config, max_attempts))
+
+
+def _store(
+    factory: sessionmaker[Session],
+    *,
+    delivery_id: str,
+    event: str,
+    hook_id: str | None,
+    payload: dict[str, Any],
+    ignored: dict[str, Any] | None,
 ) -> bool:
-    """Insert the delivery before anything else; False when it was already stored (a redelivery)."""
+    now = utcnow()
     values = {
         "delivery_id": delivery_id,
         "event": event,
@@ -50,37 +86,20 @@ def store_delivery(
         "installation_id": (payload.get("installation") or {}).get("id"),
         "repo": (payload.get("repository") or {}).get("full_name"),
         "sender": (payload.get("sender") or {}).get("login"),
-        "received_at": utcnow(),
+        "received_at": now,
         "payload": payload,
-        "status": "received",
+        "status": "received" if ignored is None else "ignored",
+        "outcome": ignored,
+        "processed_at": None if ignored is None else now,
     }
     with factory() as session, session.begin():
         return insert_ignore(session, DeliveryRow, values, conflict=["delivery_id"]) is not None
 
 
-def process_delivery(
-    factory: sessionmaker[Session],
-    *,
-    delivery_id: str,
-    event: str,
-    payload: dict[str, Any],
-    raw: bytes,
-    config: PolicyConfig,
-    label_prefix: str,
-    bot_login: str,
-    max_attempts: int,
+def process_plan(
+    factory: sessionmaker[Session], plan: Plan, delivery_id: str, config: PolicyConfig, max_attempts: int
 ) -> dict[str, Any]:
-    """Map a stored delivery onto tasks and commands; safe to run again (semantic keys dedupe)."""
-    if event in TYPED_EVENTS:
-        try:
-            parse(event, raw)  # githubkit's typed models: a payload they refuse triggers nothing
-        except (ValidationError, ValueError, KeyError, TypeError) as exc:
-            return _finish(
-                factory, delivery_id, "ignored", {"reason": f"payload not valid: {type(exc).__name__}"}
-            )
-    plan = plan_delivery(event, payload, label_prefix=label_prefix, bot_login=bot_login)
-    if plan.ignored is not None:
-        return _finish(factory, delivery_id, "ignored", {"reason": plan.ignored})
+    """Turn a stored delivery's plan into tasks and commands; safe to repeat (semantic keys dedupe)."""
     outcome: dict[str, Any] = {"tasks": [], "refusals": [], "commands": []}
     for run in plan.runs:
         _submit_run(factory, plan, run, delivery_id, config, max_attempts, outcome)

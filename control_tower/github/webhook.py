@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from control_tower.github.ingest import process_delivery, store_delivery
+from control_tower.github.ingest import receive_delivery
 from control_tower.github.signature import verify_signature
 from control_tower.settings import Settings
 from policy.errors import ControlTowerError
@@ -59,24 +59,12 @@ async def receive(request: Request) -> JSONResponse:
         raise BadDelivery(message="body is not JSON", field="body") from exc
     if not isinstance(payload, dict):
         raise BadDelivery(message="body is not a JSON object", field="body")
-    factory = request.app.state.session_factory
-    stored = await run_in_threadpool(
-        store_delivery,
-        factory,
+    received = await run_in_threadpool(
+        receive_delivery,
+        request.app.state.session_factory,
         delivery_id=delivery_id,
         event=event,
         hook_id=request.headers.get("x-github-hook-id"),
-        payload=payload,
-    )
-    if not stored:
-        counters(request)["duplicate"] += 1
-        return JSONResponse({"status": "duplicate", "delivery_id": delivery_id}, status_code=200)
-    counters(request)["accepted"] += 1
-    outcome = await run_in_threadpool(
-        process_delivery,
-        factory,
-        delivery_id=delivery_id,
-        event=event,
         payload=payload,
         raw=raw,
         config=request.app.state.policy_config,
@@ -84,7 +72,11 @@ async def receive(request: Request) -> JSONResponse:
         bot_login=settings.github_bot_login,
         max_attempts=settings.worker_max_attempts,
     )
-    return JSONResponse({"delivery_id": delivery_id, **outcome}, status_code=202)
+    if received.duplicate:
+        counters(request)["duplicate"] += 1
+        return JSONResponse({"status": "duplicate", "delivery_id": delivery_id}, status_code=200)
+    counters(request)["accepted"] += 1
+    return JSONResponse({"delivery_id": delivery_id, **received.outcome}, status_code=202)
 
 
 @router.get("/github/webhook/stats")

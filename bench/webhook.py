@@ -1,0 +1,94 @@
+"""Webhook acknowledgement: a burst of signed deliveries at concurrency 32 against a server on PostgreSQL.
+
+Run: .venv/bin/python -m bench.webhook [--deliveries 5000] [--http-workers 2]
+Two bursts: "chatter" (events that trigger nothing: stored and acknowledged) and "triggers" (each delivery a
+labelled issue that becomes a task through intake). Baseline in the same run: GET /healthz through the same
+server and load generator, i.e. what the HTTP stack alone costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from bench.common import pct, scratch_pg, serve_process
+from bench.loadgen import build_request, run
+from control_tower.github.signature import sign
+from tests.fakes.github_webhooks import issue_comment_payload, issues_labeled_payload
+
+SECRET = "bench-webhook-secret-0123456789"
+
+
+def deliveries(kind: str, n: int, host: str) -> list[bytes]:
+    out = []
+    for i in range(n):
+        if kind == "triggers":
+            payload = issues_labeled_payload("acme/app", 1000 + i, "tower:analysis", title=f"Investigate {i}")
+            event = "issues"
+        else:
+            payload = issue_comment_payload(
+                "acme/app", 1 + i % 50, f"just a comment {i}", comment_id=10_000 + i
+            )
+            event = "issue_comment"
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": sign(body, SECRET),
+        }
+        out.append(build_request(host, "/github/webhook", body, headers))
+    return out
+
+
+def report(name: str, res: object) -> None:
+    lat = [x * 1000 for x in res.latencies]  # type: ignore[attr-defined]
+    print(
+        f"{name:<22} {res.rate:8,.0f} req/s  p50 {pct(lat, 50):6.2f} ms  p95 {pct(lat, 95):6.2f} ms  "  # type: ignore[attr-defined]
+        f"p99 {pct(lat, 99):6.2f} ms  statuses {res.statuses}"
+    )  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--deliveries", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--http-workers", type=int, default=2)
+    args = parser.parse_args()
+    with scratch_pg() as (_, url), tempfile.TemporaryDirectory() as tmp:
+        env = {
+            "DATABASE_URL": url,
+            "JCT_ALLOWED_REPO_PREFIXES": "acme",
+            "LOG_LEVEL": "WARNING",
+            "GITHUB_WEBHOOK_SECRET": SECRET,
+        }
+        subprocess.run(
+            [sys.executable, "-m", "worker.cli", "migrate"],
+            env={**os.environ, **env},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        with serve_process(env, ["--no-worker", "--workers", str(args.http_workers)], Path(tmp)) as base:
+            host = base.split("//", 1)[1]
+            health = [f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()] * args.deliveries
+            run(base, deliveries("chatter", 200, host), 8)  # warm-up
+            base_res = run(base, health, args.concurrency)
+            print(
+                f"{args.deliveries} requests per burst, concurrency {args.concurrency}, "
+                f"{args.http_workers} server processes, PostgreSQL"
+            )
+            report("baseline GET /healthz", base_res)
+            for kind in ("chatter", "triggers"):
+                res = run(base, deliveries(kind, args.deliveries, host), args.concurrency)
+                report(f"webhook {kind}", res)
+                print(f"{'':<22} ratio to baseline {res.rate / base_res.rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
