@@ -31,7 +31,10 @@ def pct(values: Sequence[float], q: float) -> float:
 def summary_ms(samples_s: Sequence[float]) -> str:
     """p50/p95/p99 in milliseconds."""
     ms = [s * 1000 for s in samples_s]
-    return f"p50 {pct(ms, 50):.2f} ms  p95 {pct(ms, 95):.2f} ms  p99 {pct(ms, 99):.2f} ms  mean {statistics.fmean(ms):.2f} ms"
+    return (
+        f"p50 {pct(ms, 50):.2f} ms  p95 {pct(ms, 95):.2f} ms  p99 {pct(ms, 99):.2f} ms  "
+        f"mean {statistics.fmean(ms):.2f} ms"
+    )
 
 
 @contextmanager
