@@ -1,0 +1,170 @@
+"""Secret redaction for everything the service writes down: known secret values plus token patterns."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MARKER = "[REDACTED]"
+MIN_SECRET_LENGTH = 8
+# Re-running the known-value pass only matters for secrets that contain marker characters; bounded anyway.
+_MAX_KNOWN_PASSES = 4
+
+# Key names whose values are secret. The word must END the key so that `input_tokens`, `token_count`
+# or `secrets` (lists of secret *names*) are not redacted.
+_KEY_WORDS = (
+    r"client[_-]?secret|secret[_-]?access[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|api[_-]?key"
+    r"|password|passwd|passphrase|secret|token|authorization|credentials?|cookie"
+)
+_SENSITIVE_KEY = re.compile(rf"(?:^|[^a-z0-9])(?:{_KEY_WORDS})$", re.IGNORECASE | re.ASCII)
+
+# Every alternative that starts with a letter consumes the whole alphanumeric run it starts in (greedy
+# class + lookarounds), so a match never ends right before another one; that keeps redaction idempotent.
+_AN = r"(?<![A-Za-z0-9])"
+_PATTERN = "|".join(
+    (
+        # PEM private key blocks; an unterminated block is redacted to the end of the text.
+        r"(?P<pem>-----BEGIN[ A-Z0-9]*PRIVATE KEY-----(?:.*?-----END[ A-Z0-9]*PRIVATE KEY-----|.*))",
+        rf"(?P<jwt>{_AN}eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)",
+        rf"(?P<github>{_AN}(?:gh[pousr]_[A-Za-z0-9]{{20,}}|github_pat_[A-Za-z0-9_]{{20,}}))",
+        rf"(?P<sk>{_AN}sk-[A-Za-z0-9_-]{{20,}})",
+        rf"(?P<aws>{_AN}(?:AKIA|ASIA)[0-9A-Z]{{16}}(?![A-Za-z0-9]))",
+        # user:password@ in URLs: keep the scheme and user, drop the password.
+        r"(?P<url>(?P<url_keep>://[^\s/@:\[\]]*:)[^\s/@]+(?=@))",
+        # key=value, key: value, "key": "value", Authorization: Bearer xyz.
+        rf"(?P<kv>(?P<kv_key>(?ai:{_KEY_WORDS})[\"']?[ \t]*[:=][ \t]*"
+        r"(?ai:(?:bearer|basic|token|digest)[ \t]+)?)"
+        r"(?P<kv_val>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[\"']?[^\s\"',;&{}]+))",
+        rf"(?P<bearer>(?P<bearer_keep>{_AN}(?ai:bearer)[ \t]+)[A-Za-z0-9._~+/=-]{{8,}})",
+    )
+)
+_PATTERNS = re.compile(_PATTERN, re.DOTALL)
+# Every match of _PATTERNS contains one of these (lower-cased); checking them with `in` first is ~100x
+# faster than running the regex over text that has nothing to redact, which is most text.
+_TRIGGERS = (
+    "-----begin", "eyj", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk-", "akia", "asia", "://",
+    "key", "secret", "token", "passw", "passphrase", "authorization", "credential", "cookie", "bearer",
+)
+_CHUNK = 16 * 1024
+_NAME_CLEAN = re.compile(r"[^A-Za-z0-9_]+")
+
+
+def _replace_pattern(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind == "url":
+        return match.group("url_keep") + MARKER
+    if kind == "bearer":
+        return match.group("bearer_keep") + MARKER
+    if kind == "kv":
+        value = match.group("kv_val")
+        quote = value[0] if value[0] in "\"'" else ""
+        closing = quote if quote and len(value) > 1 and value[-1] == quote else ""
+        return match.group("kv_key") + quote + MARKER + closing
+    return MARKER
+
+
+def _sub_if_triggered(text: str) -> str:
+    lowered = text.lower()
+    if any(trigger in lowered for trigger in _TRIGGERS):
+        return _PATTERNS.sub(_replace_pattern, text)
+    return text
+
+
+def _redact_patterns(text: str) -> str:
+    # Only PEM blocks span lines, so without one, large text is redacted in line-aligned chunks and the
+    # regex runs only on chunks that contain a trigger.
+    if len(text) <= _CHUNK or "-----BEGIN" in text:
+        return _sub_if_triggered(text)
+    parts: list[str] = []
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + _CHUNK)
+        end = len(text) if end < 0 else end + 1
+        parts.append(_sub_if_triggered(text[start:end]))
+        start = end
+    return "".join(parts)
+
+
+def is_sensitive_key(key: str) -> bool:
+    """Whether a mapping key names a secret value (password, api_key, GITHUB_TOKEN, Authorization...)."""
+    return bool(_SENSITIVE_KEY.search(key))
+
+
+class Redactor:
+    """Removes known secret values and recognisable secrets (tokens, keys, credentials) from text and data."""
+
+    def __init__(
+        self,
+        secrets: Iterable[str | None] = (),
+        *,
+        named: Mapping[str, str | Iterable[str | None] | None] | None = None,
+        min_length: int = MIN_SECRET_LENGTH,
+    ) -> None:
+        labels: dict[str, str] = {}
+        for name, values in (named or {}).items():
+            label = _NAME_CLEAN.sub("_", name).strip("_")
+            marker = f"[REDACTED:{label}]" if label else MARKER
+            for value in [values] if isinstance(values, str) or values is None else values:
+                if value is not None and len(value) >= min_length:
+                    labels.setdefault(value, marker)
+        for value in secrets:
+            if value is not None and len(value) >= min_length:
+                labels.setdefault(value, MARKER)
+        # A value that is itself part of a marker would make redaction never settle.
+        markers = " ".join({MARKER, *labels.values()})
+        self._labels = {value: marker for value, marker in labels.items() if value not in markers}
+        self._known: re.Pattern[str] | None = None
+        if self._labels:
+            alternation = "|".join(re.escape(v) for v in sorted(self._labels, key=len, reverse=True))
+            self._known = re.compile(alternation)
+
+    @property
+    def known_count(self) -> int:
+        """How many known secret values this redactor removes."""
+        return len(self._labels)
+
+    def _replace_known(self, match: re.Match[str]) -> str:
+        return self._labels[match.group(0)]
+
+    def redact_text(self, text: str) -> str:
+        """The text with every known secret and secret-looking pattern replaced by a marker."""
+        known = self._known
+        # `in` per value is far faster than the alternation regex on text without any of them.
+        if known is None or not self._contains_known(text):
+            return _redact_patterns(text)
+        text = _redact_patterns(known.sub(self._replace_known, text))
+        # Only a secret containing marker characters can reappear; redo until it settles.
+        for _ in range(_MAX_KNOWN_PASSES):
+            if not self._contains_known(text):
+                break
+            text = _redact_patterns(known.sub(self._replace_known, text))
+        return text
+
+    def _contains_known(self, text: str) -> bool:
+        return any(value in text for value in self._labels)
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """Like redact_text for raw output; bytes that are not UTF-8 pass through unchanged."""
+        text = data.decode("utf-8", "surrogateescape")
+        return self.redact_text(text).encode("utf-8", "surrogateescape")
+
+    def redact_obj(self, obj: Any) -> Any:
+        """A deep copy of JSON-like data with values of sensitive keys removed and strings redacted."""
+        if isinstance(obj, str):
+            return self.redact_text(obj)
+        if isinstance(obj, Mapping):
+            out: dict[Any, Any] = {}
+            for key, value in obj.items():
+                if isinstance(key, str):
+                    if is_sensitive_key(key) and value is not None:
+                        out[self.redact_text(key)] = MARKER
+                        continue
+                    key = self.redact_text(key)
+                out[key] = self.redact_obj(value)
+            return out
+        if isinstance(obj, list | tuple | set | frozenset):
+            return [self.redact_obj(item) for item in obj]
+        if isinstance(obj, bytes | bytearray):
+            return self.redact_bytes(bytes(obj))
+        return obj

@@ -1,0 +1,172 @@
+"""Redaction of known secrets and secret-looking patterns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policy.redaction import MARKER, Redactor, is_sensitive_key
+
+GH = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+KNOWN = "s3cr3t-webhook-value"
+
+
+@pytest.fixture
+def redactor() -> Redactor:
+    return Redactor([KNOWN, "short"], named={"GITHUB_TOKEN": "tok-known-12345678", "EMPTY": None})
+
+
+def test_known_values_named_and_unnamed(redactor: Redactor) -> None:
+    out = redactor.redact_text(f"a {KNOWN} b tok-known-12345678 c")
+    assert out == "a [REDACTED] b [REDACTED:GITHUB_TOKEN] c"
+
+
+def test_short_values_are_ignored(redactor: Redactor) -> None:
+    assert redactor.redact_text("this is short") == "this is short"
+    assert redactor.known_count == 2
+
+
+def test_longest_known_value_wins() -> None:
+    r = Redactor(named={"A": "abcdefgh", "B": "abcdefgh-longer"})
+    assert r.redact_text("x abcdefgh-longer y") == "x [REDACTED:B] y"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"token {GH} end", "token [REDACTED] end"),
+        ("gho_" + "x" * 36, MARKER),
+        ("github_pat_11ABCDEFG0123456789_abcdefghijklmnop", MARKER),
+        ("key sk-ant-api03-" + "A" * 40 + " end", f"key {MARKER} end"),
+        ("sk-proj-" + "b" * 30, MARKER),
+        ("aws AKIAIOSFODNN7EXAMPLE here", f"aws {MARKER} here"),
+        ("Authorization: Bearer abc.def.ghi", "Authorization: Bearer [REDACTED]"),
+        ("authorization: token deadbeefcafe", "authorization: token [REDACTED]"),
+        ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic [REDACTED]"),
+        ("X-Api-Key: abcd1234", "X-Api-Key: [REDACTED]"),
+        ("curl -H 'Bearer abcdefgh12345'", "curl -H 'Bearer [REDACTED]'"),
+        ("git clone https://x-access-token:abc123@github.com/o/r", "git clone https://x-access-token:[REDACTED]@github.com/o/r"),
+        ("postgres://user:p4ss@db:5432/x", "postgres://user:[REDACTED]@db:5432/x"),
+        ("password=hunter2 next", "password=[REDACTED] next"),
+        ("DB_PASSWORD = 'hunter 2'", "DB_PASSWORD = '[REDACTED]'"),
+        ('{"api_key": "abc\\"def", "n": 1}', '{"api_key": "[REDACTED]", "n": 1}'),
+        ("client_secret: xyz", "client_secret: [REDACTED]"),
+        ("GITHUB_TOKEN=abc", "GITHUB_TOKEN=[REDACTED]"),
+        ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_-x y", f"jwt {MARKER} y"),
+        (
+            "a\n-----BEGIN RSA PRIVATE KEY-----\nMIIE\nabc\n-----END RSA PRIVATE KEY-----\nb",
+            f"a\n{MARKER}\nb",
+        ),
+        ("x -----BEGIN OPENSSH PRIVATE KEY-----\ntruncated", f"x {MARKER}"),
+    ],
+)
+def test_patterns(text: str, expected: str) -> None:
+    assert Redactor().redact_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "input_tokens=120 output_tokens: 30 token_count=5 max_tokens=100",
+        "task-abcdefghijklmnopqrstuvwxyz0123",
+        "https://github.com/o/r.git",
+        "user@example.com",
+        "the secrets list",
+    ],
+)
+def test_harmless_text_is_kept(text: str) -> None:
+    assert Redactor().redact_text(text) == text
+
+
+def test_sensitive_keys() -> None:
+    assert is_sensitive_key("password")
+    assert is_sensitive_key("GITHUB_TOKEN")
+    assert is_sensitive_key("X-Api-Key")
+    assert is_sensitive_key("Authorization")
+    assert not is_sensitive_key("input_tokens")
+    assert not is_sensitive_key("secrets")
+    assert not is_sensitive_key("token_count")
+
+
+def test_redact_obj_deep(redactor: Redactor) -> None:
+    obj = {
+        "headers": {"Authorization": "Bearer x", "Accept": "json"},
+        "password": {"nested": "y"},
+        "token": None,
+        "usage": {"input_tokens": 10},
+        "cmd": ["echo", KNOWN, ("t", GH)],
+        "raw": b"\xff" + KNOWN.encode(),
+        KNOWN: 1,
+    }
+    out = redactor.redact_obj(obj)
+    assert out == {
+        "headers": {"Authorization": MARKER, "Accept": "json"},
+        "password": MARKER,
+        "token": None,
+        "usage": {"input_tokens": 10},
+        "cmd": ["echo", MARKER, ["t", MARKER]],
+        "raw": b"\xff" + MARKER.encode(),
+        MARKER: 1,
+    }
+    assert obj["password"] == {"nested": "y"}  # input untouched
+
+
+def test_redact_bytes_non_utf8(redactor: Redactor) -> None:
+    data = b"\xff\xfe bad " + KNOWN.encode() + b" \x80 password=x\n\xc3"
+    assert redactor.redact_bytes(data) == b"\xff\xfe bad [REDACTED] \x80 password=[REDACTED]\n\xc3"
+
+
+# Text near redaction triggers so Hypothesis explores interactions between patterns.
+_FRAGMENTS = st.sampled_from(
+    [
+        "token=", "password: ", '"api_key": "', "'", '"', "Bearer ", "Authorization: ", "https://",
+        "://", ":", "@", "/", "ghp_", "sk-", "AKIA", "eyJ", ".", "-----BEGIN PRIVATE KEY-----",
+        "-----END PRIVATE KEY-----", "\n", " ", ",", "[REDACTED]", "]", "[", "=", GH, KNOWN[:5],
+    ]
+)
+_TEXT = st.lists(st.one_of(st.text(max_size=12), _FRAGMENTS), max_size=12).map("".join)
+_SECRET = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=8, max_size=40
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(secret=_SECRET, before=_TEXT, after=_TEXT)
+def test_known_secret_never_survives(secret: str, before: str, after: str) -> None:
+    r = Redactor(named={"S": secret})
+    text = before + secret + after
+    out = r.redact_text(text)
+    if r.known_count:
+        assert secret not in out
+        assert secret.encode() not in r.redact_bytes(text.encode())
+        assert secret not in json.dumps(r.redact_obj({"k": [text]}), ensure_ascii=False)
+
+
+@settings(max_examples=600)
+@given(text=_TEXT)
+def test_redaction_is_idempotent(text: str) -> None:
+    r = Redactor([KNOWN], named={"GITHUB_TOKEN": GH})
+    once = r.redact_text(text)
+    assert r.redact_text(once) == once
+
+
+@settings(max_examples=600)
+@given(text=_TEXT)
+def test_prefilter_never_skips_a_match(text: str) -> None:
+    from policy import redaction
+
+    assert redaction._redact_patterns(text) == redaction._PATTERNS.sub(redaction._replace_pattern, text)
+
+
+@settings(max_examples=50, deadline=None)
+@given(pieces=st.lists(_TEXT, min_size=1, max_size=8))
+def test_chunked_large_text_matches_whole_text_regex(pieces: list[str]) -> None:
+    from policy import redaction
+
+    filler = ("x" * 70 + "\n") * 400  # pushes each piece into its own chunk
+    text = filler.join(pieces).replace("-----BEGIN", "-----Begin")
+    assert len(text) > redaction._CHUNK or len(pieces) == 1
+    assert redaction._redact_patterns(text) == redaction._PATTERNS.sub(redaction._replace_pattern, text)
