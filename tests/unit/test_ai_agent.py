@@ -320,3 +320,31 @@ def test_mock_agent_runs_the_doctrine_verify_command(repo: Path) -> None:
     assert result.stop_code is StopCode.FINISHED
     assert commands == ["make test"]
     assert [c.name for c in result.tool_calls] == ["list_dir", "write_file", "bash", "git_diff", "finish"]
+
+
+def test_finishing_turn_wins_over_an_exhausted_budget(repo: Path) -> None:
+    provider = scripted(use("finish", {"summary": "done"}, 1), tokens=(500, 10))
+    result = run_agent(
+        provider,
+        workspace=repo,
+        system_prompt="s",
+        objective="o",
+        limits=AgentLimits(max_tokens=100),
+        tools_enabled=NO_BASH,
+    )
+    assert result.stop_code is StopCode.FINISHED and result.summary == "done"
+
+
+def test_invalid_finish_over_budget_stops_before_another_call(repo: Path) -> None:
+    provider = scripted(use("finish", {}, 1), use("finish", {"summary": "late"}, 2), tokens=(500, 10))
+    result = run_agent(
+        provider,
+        workspace=repo,
+        system_prompt="s",
+        objective="o",
+        limits=AgentLimits(max_tokens=100),
+        tools_enabled=NO_BASH,
+    )
+    assert result.stop_code is StopCode.AGENT_TOKEN_LIMIT
+    assert result.turns == 1 and provider.remaining == 1
+    assert result.tool_calls[0].code == "INVALID_TOOL_INPUT"

@@ -149,6 +149,14 @@ class _Run:
         return {"type": "tool_result", "tool_use_id": tool_id, "content": text, "is_error": outcome.is_error}
 
 
+def _over_budget(run: _Run, limits: AgentLimits) -> StopCode | None:
+    if run.tokens_prompt + run.tokens_output >= limits.max_tokens:
+        return StopCode.AGENT_TOKEN_LIMIT
+    if limits.max_cost_usd is not None and run.cost >= limits.max_cost_usd:
+        return StopCode.COST_LIMIT
+    return None
+
+
 def run_agent(
     provider: AIProvider,
     *,
@@ -193,6 +201,9 @@ def run_agent(
             return run.result(StopCode.TIME_BUDGET_EXCEEDED)
         if run.turns >= limits.max_turns:
             return run.result(StopCode.AGENT_TURN_LIMIT)
+        over = _over_budget(run, limits)
+        if over is not None:
+            return run.result(over)
         timeout = limits.per_call_timeout_s
         if limits.deadline is not None:
             timeout = min(timeout, limits.deadline - time.monotonic())
@@ -226,11 +237,10 @@ def run_agent(
         uses = response.tool_uses
         if not uses:
             return run.result(StopCode.END_TURN, response.text)
-        if not any(u.get("name") == "finish" for u in uses):
-            if run.tokens_prompt + run.tokens_output >= limits.max_tokens:
-                return run.result(StopCode.AGENT_TOKEN_LIMIT)
-            if limits.max_cost_usd is not None and run.cost >= limits.max_cost_usd:
-                return run.result(StopCode.COST_LIMIT)
+        # A turn that spent the budget does not get its tools run, unless it is the one that finishes.
+        over = _over_budget(run, limits)
+        if over is not None and not any(u.get("name") == "finish" for u in uses):
+            return run.result(over)
         results: list[ContentBlock] = []
         for use in uses:
             result = run.tool(use)
