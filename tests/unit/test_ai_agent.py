@@ -69,6 +69,13 @@ def test_mock_agent_writes_a_note_and_finishes(repo: Path) -> None:
     assert result.turns == 4
     assert result.tokens_prompt == sum(d["tokens_prompt"] for k, d in events if k == "ai.response")
     assert "changed 1 file" in result.summary
+    start = events[0]
+    assert (
+        start[0] == "agent.start"
+        and start[1]["objective"] == "Say hello"
+        and start[1]["system_prompt"] == "sys"
+    )
+    assert events[-1][0] == "agent.stop" and events[-1][1]["stop_code"] == "FINISHED"
     json.dumps(events)  # the worker writes them as JSON lines
 
 

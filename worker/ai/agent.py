@@ -194,6 +194,9 @@ def run_agent(
             "max_turns": limits.max_turns,
             "max_tokens": limits.max_tokens,
             "max_cost_usd": limits.max_cost_usd,
+            # Kept so a replay can rebuild the same conversation from the trace alone.
+            "system_prompt": system_prompt,
+            "objective": objective,
         },
     )
     while True:
