@@ -3,9 +3,6 @@
 from control_tower.github.auth import AppAuth, GitHubAuth, TokenAuth
 from control_tower.github.client import (
     PERMISSION_ORDER,
-    DeliveryDetail,
-    DeliveryPage,
-    DeliverySummary,
     GitHubClient,
     PullRef,
     permission_at_least,
@@ -18,6 +15,7 @@ from control_tower.github.commands import (
     label_operation,
     parse_commands,
 )
+from control_tower.github.deliveries import DeliveryDetail, DeliveryPage, DeliverySummary
 from control_tower.github.doctrine import DOCTRINE_PATH, DoctrineError, RepoDoctrine, parse_doctrine, tighten
 from control_tower.github.errors import GitHubError
 from control_tower.github.retry import RetryPolicy

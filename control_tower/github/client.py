@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import base64
-import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -20,6 +17,13 @@ from githubkit_schemas.latest.models import ContentFile
 from pydantic import ValidationError
 
 from control_tower.github.auth import AppAuth, GitHubAuth, TokenAuth
+from control_tower.github.deliveries import (
+    DeliveryDetail,
+    DeliveryPage,
+    next_cursor,
+    summary_from,
+)
+from control_tower.github.doctrine import DOCTRINE_PATH, RepoDoctrine, parse_doctrine
 from control_tower.github.errors import GitHubError, translate
 from control_tower.github.retry import RetryDecision, RetryPolicy
 
@@ -28,7 +32,6 @@ T = TypeVar("T")
 PERMISSION_ORDER = ("none", "read", "triage", "write", "maintain", "admin")
 ReactionContent = Literal["+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"]
 _MAX_COMMENT_PAGES = 50
-_NEXT_CURSOR = re.compile(r"<([^>]+)>;\s*rel=\"next\"")
 
 
 def permission_at_least(actual: str, required: str) -> bool:
@@ -56,38 +59,6 @@ class PullRef(NamedTuple):
     created: bool
 
 
-@dataclass(frozen=True)
-class DeliverySummary:
-    """One entry of the app's webhook delivery log."""
-
-    id: int
-    guid: str
-    event: str
-    action: str | None
-    delivered_at: datetime
-    redelivery: bool
-    status_code: int
-    installation_id: int | None
-    repository_id: int | None
-
-
-@dataclass(frozen=True)
-class DeliveryPage:
-    """A page of deliveries, newest first; pass next_cursor to get the following page."""
-
-    items: list[DeliverySummary]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True)
-class DeliveryDetail:
-    """A delivery with the request GitHub sent: headers and parsed JSON payload."""
-
-    summary: DeliverySummary
-    headers: dict[str, str]
-    payload: dict[str, Any]
-
-
 class GitHubClient:
     """Synchronous, thread-safe GitHub client; every failure surfaces as a GitHubError with a stable code."""
 
@@ -103,6 +74,7 @@ class GitHubClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         user_agent: str = "control-tower",
+        trust_env: bool = True,
     ) -> None:
         self._auth = auth
         self.base_url = base_url
@@ -124,7 +96,7 @@ class GitHubClient:
             "http_cache": False,  # comment lists must never be served stale
             "cache_strategy": self._cache,
             "auto_retry": RetryDecision(self.retry),
-            "trust_env": False,
+            "trust_env": trust_env,  # proxies and CA bundles from the environment
         }
         self._token_client: GitHub[Any] | None = None
         self._app_client: GitHub[Any] | None = None
@@ -349,6 +321,15 @@ class GitHubClient:
             )
         return base64.b64decode(data.content)
 
+    def get_doctrine(self, owner: str, repo: str) -> RepoDoctrine | None:
+        """The repository's `.github/control-tower.yml` from its default branch only; None if absent.
+
+        Raises DoctrineError (DOCTRINE_INVALID) for a file that does not parse.
+        """
+        branch = self.get_default_branch(owner, repo)
+        raw = self.get_file(owner, repo, DOCTRINE_PATH, branch)
+        return None if raw is None else parse_doctrine(raw)
+
     # ---- app webhook deliveries ------------------------------------------------------------------------
     def list_hook_deliveries(
         self, *, per_page: int = 50, cursor: str | None = None, status: str | None = None
@@ -361,8 +342,8 @@ class GitHubClient:
         if status is not None:
             kwargs["status"] = status
         response = self._call(lambda: app.rest.apps.list_webhook_deliveries(**kwargs))
-        items = [_summary(item) for item in self._call(lambda: response.parsed_data)]
-        return DeliveryPage(items, _next_cursor(response.headers.get("link")))
+        items = [summary_from(item) for item in self._call(lambda: response.parsed_data)]
+        return DeliveryPage(items, next_cursor(response.headers.get("link")))
 
     def get_hook_delivery(self, delivery_id: int) -> DeliveryDetail:
         """One delivery with its request headers and payload, for reprocessing a missed event."""
@@ -373,28 +354,4 @@ class GitHubClient:
         request = raw.get("request") or {}
         headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
         payload = request.get("payload") or {}
-        return DeliveryDetail(_summary(data), headers, payload if isinstance(payload, dict) else {})
-
-
-def _summary(item: Any) -> DeliverySummary:
-    return DeliverySummary(
-        id=item.id,
-        guid=item.guid,
-        event=item.event,
-        action=item.action,
-        delivered_at=item.delivered_at,
-        redelivery=item.redelivery,
-        status_code=item.status_code,
-        installation_id=item.installation_id,
-        repository_id=item.repository_id,
-    )
-
-
-def _next_cursor(link: str | None) -> str | None:
-    if not link:
-        return None
-    match = _NEXT_CURSOR.search(link)
-    if match is None:
-        return None
-    cursor = httpx.URL(match.group(1)).params.get("cursor")
-    return cursor or None
+        return DeliveryDetail(summary_from(data), headers, payload if isinstance(payload, dict) else {})

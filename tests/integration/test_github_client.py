@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from control_tower.github.auth import AppAuth, TokenAuth
 from control_tower.github.client import GitHubClient, permission_at_least, status_marker
+from control_tower.github.doctrine import DoctrineError
 from control_tower.github.errors import GitHubError
 from control_tower.github.retry import RetryPolicy
 from tests.fakes.github_server import (
@@ -189,6 +190,32 @@ def test_get_file_and_default_branch(fake: FakeGitHub, tmp_path: Path) -> None:
     assert client.get_default_branch("acme", "bin") == "trunk"
     assert client.get_file("acme", "bin", "data/blob.bin", "trunk") == big
     assert client.get_file("acme", "bin", "data/blob.bin", "nope") is None
+
+
+def test_doctrine_is_read_from_the_default_branch_only(fake: FakeGitHub, tmp_path: Path) -> None:
+    bare = make_bare_repo(tmp_path, "acme/docs", {".github/control-tower.yml": "time_budget_seconds: 120\n"})
+    fake.add_repo("acme/docs", git_dir=bare)
+    client = make_client(fake)
+    doctrine = client.get_doctrine("acme", "docs")
+    assert doctrine is not None and doctrine.time_budget_seconds == 120
+    assert doctrine.content_hash.startswith("sha256:")
+    refs = {c.query.get("ref") for c in fake.calls_to("GET", r"/repos/acme/docs/contents/.*")}
+    assert refs == {"main"}
+    fake.add_repo("acme/plain")
+    assert client.get_doctrine("acme", "plain") is None
+    fake.add_repo("acme/broken", files={".github/control-tower.yml": b"operations: [nuke]\n"})
+    with pytest.raises(DoctrineError) as info:
+        client.get_doctrine("acme", "broken")
+    assert info.value.code == "DOCTRINE_INVALID"
+
+
+def test_connection_refused_is_unavailable_after_bounded_retries() -> None:
+    with running_fake_github(pat=PAT) as gone:
+        url = gone.base_url
+    client = GitHubClient(auth=TokenAuth(PAT), base_url=url, retry=FAST)
+    with pytest.raises(GitHubError) as info:
+        client.get_permission("acme", "widgets", "alice")
+    assert info.value.code == "GITHUB_UNAVAILABLE"
 
 
 def test_5xx_then_success(fake: FakeGitHub) -> None:
