@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import control_tower.cli as base_cli
 
 # Importing a module registers its sub-commands (see `control_tower.cli.command`).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "control_tower.cli_github",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
