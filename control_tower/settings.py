@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
     ai_provider: Literal["auto", "anthropic", "mock"] = "auto"
-    ai_model: str = "claude-sonnet-4-5"
+    ai_model: str = "claude-sonnet-5-5"
     mock_ai_seed: int = 0
     mock_ai_mode: Literal["success", "schema_violation", "timeout", "transient_error"] = "success"
 
