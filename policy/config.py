@@ -46,8 +46,10 @@ class PolicyConfig(BaseModel):
         budget = self.max_time_budget_seconds
         if max_time_budget_seconds is not None:
             budget = min(budget, max_time_budget_seconds)
-        return self.model_copy(
-            update={
+        # Validated anew rather than model_copy(): a copy would carry the cached version_hash along.
+        return PolicyConfig.model_validate(
+            {
+                **self.model_dump(),
                 "allowed_operations": ops,
                 "max_time_budget_seconds": budget,
                 "approval_required_operations": self.approval_required_operations

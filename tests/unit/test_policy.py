@@ -86,6 +86,7 @@ def test_doctrine_can_only_tighten() -> None:
     tight = base.tightened(operations=frozenset({"docs", "deploy"}), max_time_budget_seconds=10_000)
     assert tight.allowed_operations == frozenset({"docs"})
     assert tight.max_time_budget_seconds == 600
+    assert tight.version_hash != base.version_hash
     with pytest.raises(PolicyError) as info:
         evaluate(make(operation="ops"), tight)
     assert info.value.code == PolicyCode.OPERATION_NOT_ALLOWED_BY_DOCTRINE
