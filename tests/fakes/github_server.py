@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 import secrets
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,53 +24,34 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import git
 import jwt
 
 from tests.fakes import github_shapes as shapes
+from tests.fakes.git_remote import make_bare_repo, run_git
+from tests.fakes.github_faults import (
+    Fault,
+    lost_response,
+    rate_limited_403,
+    rate_limited_429,
+    server_error,
+    slow,
+)
+
+__all__ = [
+    "Call",
+    "FakeGitHub",
+    "Fault",
+    "RepoState",
+    "lost_response",
+    "make_bare_repo",
+    "rate_limited_403",
+    "rate_limited_429",
+    "running_fake_github",
+    "server_error",
+    "slow",
+]
 
 Reply = tuple[int, Any, dict[str, str]]
-
-
-@dataclass
-class Fault:
-    """A scripted answer replacing the real one; status None means "only delay, then answer normally"."""
-
-    status: int | None = 502
-    delay_s: float = 0.0
-    headers: dict[str, str] = field(default_factory=dict)
-    message: str = "Server Error"
-    rate_limit_reset_in_s: int | None = None  # x-ratelimit-reset is computed when the fault fires
-    after_effect: bool = False  # process the request for real, then answer with the fault ("response lost")
-
-
-def server_error(status: int = 502) -> Fault:
-    """A 5xx answer."""
-    return Fault(status, message="Bad Gateway" if status == 502 else "Server Error")
-
-
-def rate_limited_403(reset_in_s: int = 1) -> Fault:
-    """Primary rate limit: 403 with x-ratelimit-remaining 0 and a reset time."""
-    return Fault(403, message="API rate limit exceeded for installation.", rate_limit_reset_in_s=reset_in_s)
-
-
-def rate_limited_429(retry_after_s: int = 1) -> Fault:
-    """Secondary rate limit: 429 with retry-after."""
-    return Fault(
-        429,
-        headers={"retry-after": str(retry_after_s)},
-        message="You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
-    )
-
-
-def lost_response(status: int = 502) -> Fault:
-    """The request takes effect, but the client only sees a 5xx (as when a proxy drops the answer)."""
-    return Fault(status, message="Bad Gateway", after_effect=True)
-
-
-def slow(delay_s: float) -> Fault:
-    """Answer normally, but only after `delay_s` seconds."""
-    return Fault(None, delay_s=delay_s)
 
 
 @dataclass(frozen=True)
@@ -596,7 +576,7 @@ class FakeGitHub:
     def _sha(self, repo: RepoState, ref: str) -> str | None:
         if repo.git_dir is None:
             return hashlib.sha1(f"{repo.full_name}@{ref}".encode()).hexdigest()  # fake sha
-        out = _git(repo.git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{ref}^{{commit}}")
+        out = run_git(repo.git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{ref}^{{commit}}")
         return out.decode().strip() if out is not None else None
 
     def _get_contents(self, match: re.Match[str], query: dict[str, str], body: Any, handler: Any) -> Reply:
@@ -605,7 +585,7 @@ class FakeGitHub:
             return 404, shapes.error_body("Not Found", 404), {}
         ref, path = query.get("ref") or repo.default_branch, match["path"]
         if repo.git_dir is not None:
-            data = _git(repo.git_dir, "cat-file", "blob", f"{ref}:{path}")
+            data = run_git(repo.git_dir, "cat-file", "blob", f"{ref}:{path}")
         else:
             data = repo.files.get(ref, {}).get(path)
         if data is None:
@@ -641,11 +621,6 @@ def _public(comment: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in comment.items() if not k.startswith("_")}
 
 
-def _git(git_dir: Path, *args: str) -> bytes | None:
-    proc = subprocess.run(["git", f"--git-dir={git_dir}", *args], capture_output=True, check=False)
-    return proc.stdout if proc.returncode == 0 else None
-
-
 @contextmanager
 def running_fake_github(**kwargs: Any) -> Iterator[FakeGitHub]:
     """Start a FakeGitHub for the duration of the block (kwargs go to FakeGitHub)."""
@@ -655,31 +630,3 @@ def running_fake_github(**kwargs: Any) -> Iterator[FakeGitHub]:
         yield fake
     finally:
         fake.stop()
-
-
-def make_bare_repo(
-    root: Path, full_name: str, files: dict[str, bytes | str], *, branch: str = "main"
-) -> Path:
-    """Create `<root>/<owner>/<name>.git`, a bare repository with one commit of `files` on `branch`.
-
-    With GIT_BASE_URL=file://<root> the clone URL of `owner/name` is `<GIT_BASE_URL>/owner/name.git`.
-    """
-    bare = root / f"{full_name}.git"
-    bare.parent.mkdir(parents=True, exist_ok=True)
-    git.Repo.init(bare, bare=True, initial_branch=branch)
-    work = root / ".work" / full_name
-    work.mkdir(parents=True, exist_ok=True)
-    repo = git.Repo.init(work, initial_branch=branch)
-    with repo.config_writer() as config:
-        config.set_value("user", "name", "Test Author")
-        config.set_value("user", "email", "author@example.com")
-        config.set_value("core", "hooksPath", "/dev/null")
-    for rel, content in files.items():
-        target = work / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content.encode() if isinstance(content, str) else content)
-    repo.git.add("--all")
-    repo.git.commit("-m", "initial commit", "--allow-empty")
-    repo.git.push(str(bare), f"{branch}:refs/heads/{branch}")
-    repo.close()
-    return bare
