@@ -1,0 +1,1 @@
+"""The worker's side of the GitHub integration: authorisation, doctrine, write-back, commands."""
