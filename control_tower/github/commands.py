@@ -73,17 +73,17 @@ def parse_commands(body: str) -> list[ParseResult]:
         if stripped.startswith(">"):
             in_quote = True
             continue
-        if in_quote:
-            continue
         opened = _opens_fence(stripped)
         if opened is not None:
-            fence = opened
+            fence, in_quote = opened, False  # a fence interrupts a quoted paragraph
             continue
         if stripped.startswith("<!--"):
             in_html_comment = "-->" not in stripped[4:]
             continue
         if "<!--" in raw and "-->" not in raw.split("<!--")[-1]:
             in_html_comment = True
+        if in_quote:
+            continue
         if index in inline_code:
             continue
         parsed = _parse_line(stripped, index + 1)

@@ -89,6 +89,8 @@ def test_unknown_and_incomplete_commands_are_typed_errors() -> None:
         "> > /tower approve",
         "  > /tower approve",
         "> quoted paragraph\n/tower approve",
+        "> quoted paragraph\n```\n\n/tower approve\n```",
+        "> quoted paragraph\n<!--\n\n/tower approve\n-->",
         "Use `x\n/tower approve` carefully",
         "Use ``a ` b\n/tower approve`` here",
         "<!--\n/tower approve\n-->",
