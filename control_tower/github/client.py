@@ -87,6 +87,7 @@ class GitHubClient:
         self._installations: dict[tuple[str, str], int] = {}
         self._clients: dict[int, GitHub[Any]] = {}
         self._lock = threading.Lock()
+        self._key_locks: dict[tuple[str, ...], threading.Lock] = {}
         # One token cache per client: githubkit's default cache is a process-wide singleton.
         self._cache = MemCacheStrategy()
         self._options: dict[str, Any] = {
@@ -234,7 +235,18 @@ class GitHubClient:
 
         return fetch
 
+    def _serialised(self, *key: str) -> threading.Lock:
+        """One lock per find-then-create key, so two threads of this process never both create."""
+        with self._lock:
+            return self._key_locks.setdefault(tuple(k.lower() for k in key), threading.Lock())
+
     def _upsert_marked(
+        self, owner: str, repo: str, issue_number: int, marker: str, body: str, *, edit: bool
+    ) -> int:
+        with self._serialised("comment", owner, repo, str(issue_number), marker):
+            return self._upsert_marked_locked(owner, repo, issue_number, marker, body, edit=edit)
+
+    def _upsert_marked_locked(
         self, owner: str, repo: str, issue_number: int, marker: str, body: str, *, edit: bool
     ) -> int:
         full = body if marker in body else f"{body}\n\n{marker}"
@@ -272,6 +284,12 @@ class GitHubClient:
         self, owner: str, repo: str, head_branch: str, base: str, title: str, body: str, draft: bool = True
     ) -> PullRef:
         """Reuse the open pull request for the head branch, or open one; never two for the same branch."""
+        with self._serialised("pull", owner, repo, head_branch):
+            return self._find_or_create_pull_locked(owner, repo, head_branch, base, title, body, draft)
+
+    def _find_or_create_pull_locked(
+        self, owner: str, repo: str, head_branch: str, base: str, title: str, body: str, draft: bool
+    ) -> PullRef:
         gh = self._repo_client(owner, repo)
         attempts = self.retry.max_retries + 1
         for attempt in range(attempts):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import git
@@ -95,6 +96,22 @@ def test_status_comment_is_created_once_and_edited_in_place_across_crashes(fake:
     # Another run on the same issue gets its own comment.
     assert make_client(fake).upsert_status_comment("acme", "widgets", 7, "run-02", "queued") != comment_id
     assert len(fake.comments(REPO, 7)) == 2
+
+
+def test_concurrent_upserts_from_one_client_create_one_comment(fake: FakeGitHub) -> None:
+    client = make_client(fake)
+    fake.inject("GET", r"/repos/acme/widgets/issues/8/comments", slow(0.2))  # widen the race window
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = set(
+            pool.map(lambda i: client.upsert_status_comment("acme", "widgets", 8, "run-c", f"s{i}"), range(8))
+        )
+        refs = set(
+            pool.map(
+                lambda i: client.find_or_create_pull("acme", "widgets", "tower/c", "main", "T", "B"), range(8)
+            )
+        )
+    assert len(ids) == 1 and len(fake.comments(REPO, 8)) == 1
+    assert len({r.number for r in refs}) == 1 and len(fake.pulls(REPO)) == 1
 
 
 def test_unchanged_status_is_not_patched(fake: FakeGitHub) -> None:
