@@ -146,6 +146,18 @@ def test_auth_is_enforced(fake: FakeGitHub, key: rsa.RSAPrivateKey) -> None:
     assert [c.auth for c in fake.calls[:3]] == ["none", "invalid", "pat"]
 
 
+def test_without_a_public_key_the_jwt_is_checked_structurally(key: rsa.RSAPrivateKey) -> None:
+    with running_fake_github(app_id=4242) as server:
+        server.add_repo(REPO, installation_id=77)
+        with http(server, app_jwt(key)) as app:
+            assert app.post("/app/installations/77/access_tokens").status_code == 201
+        with http(server, app_jwt(key, app_id=9)) as wrong:
+            assert wrong.post("/app/installations/77/access_tokens").status_code == 401
+        expired = jwt.encode({"iss": "4242", "exp": int(time.time()) - 60}, key, "RS256")
+        with http(server, expired) as old:
+            assert old.post("/app/installations/77/access_tokens").status_code == 401
+
+
 def test_faults_are_queued_per_route_and_recorded(fake: FakeGitHub) -> None:
     fake.inject("GET", r"/repos/acme/widgets", server_error(502), rate_limited_403(30), rate_limited_429(2))
     fake.inject("*", r"/repos/acme/widgets/contents/.*", slow(0.3))
