@@ -40,7 +40,7 @@ class TraceError(ControlTowerError):
 
 
 def _check_run_id(run_id: str) -> str:
-    if not _RUN_ID.match(run_id):
+    if not _RUN_ID.fullmatch(run_id):
         raise TraceError("INVALID_RUN_ID", f"not a ULID run id: {run_id[:40]!r}", field="run_id")
     return run_id
 
@@ -243,7 +243,7 @@ class TraceWriter:
 
     def step_dir(self, n: int, step_id: str) -> Path:
         """steps/<n>-<step_id>/, created."""
-        if n < 0 or not _STEP_ID.match(step_id):
+        if n < 0 or not _STEP_ID.fullmatch(step_id):
             raise TraceError("INVALID_TRACE_NAME", f"bad step {n}-{step_id[:40]!r}", field="step_id")
         folder = self.path / "steps" / f"{n}-{step_id}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -376,7 +376,7 @@ class TraceReader:
         if not folder.is_dir():
             return out
         for child in folder.iterdir():
-            m = _STEP_DIR.match(child.name)
+            m = _STEP_DIR.fullmatch(child.name)
             if not m or not child.is_dir():
                 continue
             result = _load_json(child / "result.json")
