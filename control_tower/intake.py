@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_tower.tables import RefusalRow, TaskRow
@@ -143,6 +143,9 @@ def submit(
             if fail_after_cwom:
                 raise FailureInjected(message="failure injected after CWOM objects were written")
             row.cwom_issue_id, row.run_id = ids.issue_id, ids.run_id
+            if session.get_bind().dialect.name == "postgresql":
+                # Wakes idle workers (LISTEN control_tower_runs); PostgreSQL delivers it on commit.
+                session.execute(text("SELECT pg_notify('control_tower_runs', :id)"), {"id": ids.run_id})
         audit.record(
             session,
             actor=actor,

@@ -167,6 +167,11 @@ class RunQueue:
             )
             return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
+    def status(self, run_id: str) -> str | None:
+        """The run's current status (None when there is no such run)."""
+        with self.factory() as session:
+            return session.scalar(select(RunRow.status).where(RunRow.id == run_id))
+
     # -- fenced writes ------------------------------------------------------------------------------
 
     @contextmanager

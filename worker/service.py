@@ -1,0 +1,95 @@
+"""A Worker wired from settings (queue, executor, notifier), and the in-process worker `serve` runs."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_tower.db import make_sessionmaker
+from control_tower.logs import get_logger
+from control_tower.serve import register_background
+from control_tower.settings import Settings
+from cwom.enums import RunStatus
+from policy.redaction import Redactor
+from worker.loop import Worker
+from worker.notify import Notifier, PgNotifier
+from worker.queue import Claim, Executor, RunControl, RunQueue
+
+log = get_logger(__name__)
+
+DEFAULT_GRACE_SECONDS = 30.0
+
+
+def no_executor(claim: Claim, control: RunControl) -> None:
+    """Fail the run cleanly: this installation has no executor for it."""
+    control.queue.transition(
+        claim, RunStatus.FAILED, error_code="NO_EXECUTOR", error_message="no executor is installed"
+    )
+
+
+def load_executor(settings: Settings, factory: sessionmaker[Session]) -> Executor:
+    """`worker.executor.build_executor(settings, factory)`, or `no_executor` when that module is absent."""
+    try:
+        module = importlib.import_module("worker.executor")
+    except ModuleNotFoundError as exc:
+        if exc.name != "worker.executor":
+            raise
+        log.warning("worker.no_executor")
+        return no_executor
+    executor: Executor = module.build_executor(settings, factory)
+    return executor
+
+
+def build_queue(settings: Settings, engine: Engine) -> RunQueue:
+    """The run queue on this engine with the settings' lease and attempts."""
+    factory = make_sessionmaker(engine, info={"redactor": Redactor(named=settings.secret_values())})
+    return RunQueue(
+        factory, lease_seconds=settings.worker_lease_seconds, max_attempts=settings.worker_max_attempts
+    )
+
+
+def build_worker(
+    settings: Settings,
+    engine: Engine,
+    *,
+    executor: Executor | None = None,
+    concurrency: int | None = None,
+    worker_id: str | None = None,
+) -> Worker:
+    """A Worker with LISTEN/NOTIFY on PostgreSQL and polling on SQLite."""
+    queue = build_queue(settings, engine)
+    notifier: Notifier | None = PgNotifier.for_engine(engine) if queue.is_postgresql else None
+    return Worker(
+        queue,
+        executor or load_executor(settings, queue.factory),
+        worker_id=worker_id,
+        concurrency=concurrency or settings.worker_concurrency,
+        poll_interval=settings.worker_poll_interval,
+        notifier=notifier,
+    )
+
+
+class WorkerService:
+    """The in-process worker `serve` runs in a thread beside the API."""
+
+    def __init__(self, settings: Settings, engine: Engine, *, grace_seconds: float = 10.0) -> None:
+        self.worker = build_worker(settings, engine)
+        self.grace_seconds = grace_seconds
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Run the worker in a daemon thread."""
+        self._thread = threading.Thread(target=self.worker.run, name="worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Drain: running runs get the grace period, then go back to the queue."""
+        self.worker.stop(self.grace_seconds)
+        if self._thread is not None:
+            self._thread.join(timeout=self.grace_seconds + 15)
+
+
+register_background("worker", WorkerService, is_worker=True)
