@@ -25,17 +25,18 @@ _AN = r"(?<![A-Za-z0-9])"
 _PATTERN = "|".join(
     (
         # PEM private key blocks; an unterminated block is redacted to the end of the text.
-        r"(?P<pem>-----BEGIN[ A-Z0-9]*PRIVATE KEY-----(?:.*?-----END[ A-Z0-9]*PRIVATE KEY-----|.*))",
+        r"(?P<pem>(?P<pem_begin>-----BEGIN[ A-Z0-9]*PRIVATE KEY-----)"
+        r"(?:.*?(?P<pem_end>-----END[ A-Z0-9]*PRIVATE KEY-----)|.*))",
         rf"(?P<jwt>{_AN}eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)",
         rf"(?P<github>{_AN}(?:gh[pousr]_[A-Za-z0-9]{{20,}}|github_pat_[A-Za-z0-9_]{{20,}}))",
         rf"(?P<sk>{_AN}sk-[A-Za-z0-9_-]{{20,}})",
         rf"(?P<aws>{_AN}(?:AKIA|ASIA)[0-9A-Z]{{16}}(?![A-Za-z0-9]))",
         # user:password@ in URLs: keep the scheme and user, drop the password.
-        r"(?P<url>(?P<url_keep>://[^\s/@:\[\]]*:)[^\s/@]+(?=@))",
+        r"(?P<url>(?P<url_keep>://[^\s/@:\[\]\"'\\]*:)[^\s/@\"'\\]+(?=@))",
         # key=value, key: value, "key": "value", Authorization: Bearer xyz.
         rf"(?P<kv>(?P<kv_key>(?ai:{_KEY_WORDS})[\"']?[ \t]*[:=][ \t]*"
         r"(?ai:(?:bearer|basic|token|digest)[ \t]+)?)"
-        r"(?P<kv_val>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[\"']?[^\s\"',;&{}]+))",
+        r"(?P<kv_val>\"(?:[^\"\\\n]|\\[^\n])*\"|'[^'\n]*'|[\"']?(?:[^\s\"',;&{}\\]|\\[^\n])+))",
         rf"(?P<bearer>(?P<bearer_keep>{_AN}(?ai:bearer)[ \t]+)[A-Za-z0-9._~+/=-]{{8,}})",
     )
 )
@@ -46,12 +47,17 @@ _TRIGGERS = (
     "-----begin", "eyj", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk-", "akia", "asia", "://",
     "key", "secret", "token", "passw", "passphrase", "authorization", "credential", "cookie", "bearer",
 )
+_TRIGGER_RE = re.compile("|".join(re.escape(t) for t in _TRIGGERS))
+_SHORT = 4096
 _CHUNK = 16 * 1024
 _NAME_CLEAN = re.compile(r"[^A-Za-z0-9_]+")
 
 
 def _replace_pattern(match: re.Match[str]) -> str:
     kind = match.lastgroup
+    if kind == "pem":
+        # Newlines are kept (never removed) so redaction cannot change how later quotes pair up.
+        return f"{match.group('pem_begin')}\n{MARKER}\n{match.group('pem_end') or ''}"
     if kind == "url":
         return match.group("url_keep") + MARKER
     if kind == "bearer":
@@ -66,9 +72,12 @@ def _replace_pattern(match: re.Match[str]) -> str:
 
 def _sub_if_triggered(text: str) -> str:
     lowered = text.lower()
-    if any(trigger in lowered for trigger in _TRIGGERS):
-        return _PATTERNS.sub(_replace_pattern, text)
-    return text
+    # One regex call beats a Python loop of `in` on short strings; `in` (memchr) wins on long ones.
+    if len(text) < _SHORT:
+        hit = _TRIGGER_RE.search(lowered) is not None
+    else:
+        hit = any(trigger in lowered for trigger in _TRIGGERS)
+    return _PATTERNS.sub(_replace_pattern, text) if hit else text
 
 
 def _redact_patterns(text: str) -> str:
@@ -142,6 +151,8 @@ class Redactor:
         return text
 
     def _contains_known(self, text: str) -> bool:
+        if len(text) < _SHORT and self._known is not None:
+            return self._known.search(text) is not None
         return any(value in text for value in self._labels)
 
     def redact_bytes(self, data: bytes) -> bytes:

@@ -199,8 +199,14 @@ class TraceWriter:
                 if os.fstat(fd).st_size != self._size:
                     self._seq = max(self._seq, _last_seq(self.path / EVENTS)[0])
                 self._seq += 1
-                record = {"seq": self._seq, "ts": _now(), "type": type, "step_id": step_id, "data": clean}
-                line = _dumps(self._redactor.redact_obj(record)) + b"\n"
+                record = {
+                    "seq": self._seq,
+                    "ts": _now(),
+                    "type": self._redactor.redact_text(type),
+                    "step_id": None if step_id is None else self._redactor.redact_text(step_id),
+                    "data": clean,
+                }
+                line = _dumps(record) + b"\n"
                 view = memoryview(line)
                 while view:
                     view = view[os.write(fd, view) :]

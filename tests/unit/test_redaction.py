@@ -58,9 +58,12 @@ def test_longest_known_value_wins() -> None:
         ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_-x y", f"jwt {MARKER} y"),
         (
             "a\n-----BEGIN RSA PRIVATE KEY-----\nMIIE\nabc\n-----END RSA PRIVATE KEY-----\nb",
-            f"a\n{MARKER}\nb",
+            f"a\n-----BEGIN RSA PRIVATE KEY-----\n{MARKER}\n-----END RSA PRIVATE KEY-----\nb",
         ),
-        ("x -----BEGIN OPENSSH PRIVATE KEY-----\ntruncated", f"x {MARKER}"),
+        (
+            "x -----BEGIN OPENSSH PRIVATE KEY-----\ntruncated",
+            f"x -----BEGIN OPENSSH PRIVATE KEY-----\n{MARKER}\n",
+        ),
     ],
 )
 def test_patterns(text: str, expected: str) -> None:
@@ -170,3 +173,18 @@ def test_chunked_large_text_matches_whole_text_regex(pieces: list[str]) -> None:
     text = filler.join(pieces).replace("-----BEGIN", "-----Begin")
     assert len(text) > redaction._CHUNK or len(pieces) == 1
     assert redaction._redact_patterns(text) == redaction._PATTERNS.sub(redaction._replace_pattern, text)
+
+
+def test_escaped_quote_in_unquoted_value_is_stable() -> None:
+    r = Redactor()
+    once = r.redact_text('TOKEN=" TOKEN=\\"')
+    assert once == 'TOKEN=" TOKEN=[REDACTED]'
+    assert r.redact_text(once) == once
+
+
+def test_pem_redaction_keeps_line_structure() -> None:
+    r = Redactor()
+    text = 'APIKEY:" -----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----"'
+    once = r.redact_text(text)
+    assert once == 'APIKEY:" -----BEGIN PRIVATE KEY-----\n[REDACTED]\n-----END PRIVATE KEY-----"'
+    assert r.redact_text(once) == once
