@@ -17,6 +17,7 @@ from control_tower.settings import Settings
 COMMAND_MODULES: tuple[str, ...] = (
     "control_tower.cli_github",
     "worker.service",  # registers the in-process worker that `serve` starts
+    "worker.cli_runs",  # `trace RUN_ID` and the /runs routes
 )
 
 

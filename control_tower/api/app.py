@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from control_tower.api.errors import install_error_handlers
 from control_tower.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from control_tower.api.routes_health import router as health_router
 from control_tower.api.routes_tasks import router as tasks_router
-from control_tower.github.webhook import router as github_router
 from control_tower.db import make_engine, make_sessionmaker
+from control_tower.github.webhook import router as github_router
 from control_tower.logs import configure_logging
 from control_tower.settings import Settings
 from policy.redaction import Redactor
 
 Hook = Callable[[FastAPI], None]
+
+# Routers of higher layers (the worker's /runs) that this layer cannot import; see register_router.
+_EXTRA_ROUTERS: list[APIRouter] = []
+
+
+def register_router(router: APIRouter) -> None:
+    """Include `router` in every app built from now on (called by the worker layer's CLI module)."""
+    if router not in _EXTRA_ROUTERS:
+        _EXTRA_ROUTERS.append(router)
 
 
 def create_app(
@@ -27,6 +36,7 @@ def create_app(
     engine: Engine | None = None,
     on_startup: list[Hook] | None = None,
     on_shutdown: list[Hook] | None = None,
+    extra_routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """Build the app; the engine is made from settings unless one is given."""
     own_engine = engine is None
@@ -59,6 +69,8 @@ def create_app(
     app.include_router(health_router)
     app.include_router(tasks_router)
     app.include_router(github_router)
+    for router in dict.fromkeys([*_EXTRA_ROUTERS, *extra_routers]):
+        app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
