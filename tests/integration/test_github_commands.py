@@ -45,8 +45,12 @@ def gh_settings(db_url: str, tmp_path: Path, fake: FakeGitHub) -> Settings:
 
 @pytest.fixture
 def processor(factory: sessionmaker[Session], fake: FakeGitHub, gh_settings: Settings) -> CommandProcessor:
-    client = GitHubClient(auth=TokenAuth(PAT), base_url=fake.base_url, bot_login="control-tower[bot]",
-                          retry=RetryPolicy(max_retries=2, backoff_base_s=0.01, backoff_max_s=0.05))
+    client = GitHubClient(
+        auth=TokenAuth(PAT),
+        base_url=fake.base_url,
+        bot_login="control-tower[bot]",
+        retry=RetryPolicy(max_retries=2, backoff_base_s=0.01, backoff_max_s=0.05),
+    )
     queue = RunQueue(factory, lease_seconds=30, max_attempts=3)
     return CommandProcessor(factory=factory, client=client, queue=queue, settings=gh_settings, worker_id="w1")
 
@@ -56,9 +60,18 @@ counter = iter(range(100, 10_000))
 
 def comment(factory: sessionmaker[Session], settings: Settings, body: str, sender: str = "alice") -> None:
     payload = issue_comment_payload(REPO, 9, body, sender=sender, comment_id=next(counter))
-    receive_delivery(factory, delivery_id=f"d-{next(counter)}", event="issue_comment", hook_id=None,
-                     payload=payload, raw=json.dumps(payload).encode(), config=settings.policy_config(),
-                     label_prefix="tower:", bot_login="control-tower[bot]", max_attempts=3)
+    receive_delivery(
+        factory,
+        delivery_id=f"d-{next(counter)}",
+        event="issue_comment",
+        hook_id=None,
+        payload=payload,
+        raw=json.dumps(payload).encode(),
+        config=settings.policy_config(),
+        label_prefix="tower:",
+        bot_login="control-tower[bot]",
+        max_attempts=3,
+    )
 
 
 def newest_run(factory: sessionmaker[Session]) -> RunRow:
@@ -66,8 +79,9 @@ def newest_run(factory: sessionmaker[Session]) -> RunRow:
         return session.execute(select(RunRow).order_by(RunRow.id.desc()).limit(1)).scalar_one()
 
 
-def test_status_cancel_and_replies(factory: sessionmaker[Session], gh_settings: Settings, fake: FakeGitHub,
-                                   processor: CommandProcessor) -> None:
+def test_status_cancel_and_replies(
+    factory: sessionmaker[Session], gh_settings: Settings, fake: FakeGitHub, processor: CommandProcessor
+) -> None:
     assert processor.run_once() is None
     comment(factory, gh_settings, "/tower run ops make fmt")
     comment(factory, gh_settings, "/tower status")
@@ -85,8 +99,9 @@ def test_status_cancel_and_replies(factory: sessionmaker[Session], gh_settings: 
     assert "RUN_NOT_WAITING" in processor.run_once().reply  # type: ignore[union-attr]
 
 
-def test_reader_is_refused_and_audited(factory: sessionmaker[Session], gh_settings: Settings, fake: FakeGitHub,
-                                       processor: CommandProcessor) -> None:
+def test_reader_is_refused_and_audited(
+    factory: sessionmaker[Session], gh_settings: Settings, fake: FakeGitHub, processor: CommandProcessor
+) -> None:
     comment(factory, gh_settings, "/tower run ops ls")
     comment(factory, gh_settings, "/tower cancel", sender="rita")
     out = processor.run_once()
@@ -94,13 +109,17 @@ def test_reader_is_refused_and_audited(factory: sessionmaker[Session], gh_settin
     assert "PERMISSION_DENIED" in out.reply and "read" in out.reply
     assert newest_run(factory).status == "queued"
     with factory() as session:
-        denied = session.execute(select(func.count()).select_from(AuditRow).where(
-            AuditRow.action == "policy_denied", AuditRow.entity_kind == "github_command")).scalar_one()
+        denied = session.execute(
+            select(func.count())
+            .select_from(AuditRow)
+            .where(AuditRow.action == "policy_denied", AuditRow.entity_kind == "github_command")
+        ).scalar_one()
     assert denied == 1
 
 
-def test_permission_api_failure_fails_closed(factory: sessionmaker[Session], gh_settings: Settings,
-                                             fake: FakeGitHub, processor: CommandProcessor) -> None:
+def test_permission_api_failure_fails_closed(
+    factory: sessionmaker[Session], gh_settings: Settings, fake: FakeGitHub, processor: CommandProcessor
+) -> None:
     from tests.fakes.github_server import server_error
 
     comment(factory, gh_settings, "/tower run ops ls")
@@ -111,8 +130,9 @@ def test_permission_api_failure_fails_closed(factory: sessionmaker[Session], gh_
     assert newest_run(factory).status == "queued"
 
 
-def test_retry_and_help_and_refusal(factory: sessionmaker[Session], gh_settings: Settings, fake: FakeGitHub,
-                                    processor: CommandProcessor) -> None:
+def test_retry_and_help_and_refusal(
+    factory: sessionmaker[Session], gh_settings: Settings, fake: FakeGitHub, processor: CommandProcessor
+) -> None:
     comment(factory, gh_settings, "/tower run ops ls")
     first = newest_run(factory)
     comment(factory, gh_settings, "/tower retry")
@@ -125,7 +145,11 @@ def test_retry_and_help_and_refusal(factory: sessionmaker[Session], gh_settings:
     assert "INVALID_OPERATION" in processor.run_once().reply  # type: ignore[union-attr]
     # Every command is answered exactly once, even if processed again.
     with factory() as session:
-        assert session.execute(select(func.count()).select_from(CommandRow).where(
-            CommandRow.status == "done")).scalar_one() == 3
+        assert (
+            session.execute(
+                select(func.count()).select_from(CommandRow).where(CommandRow.status == "done")
+            ).scalar_one()
+            == 3
+        )
         assert session.execute(select(func.count()).select_from(TaskRow)).scalar_one() == 2
     assert len(fake.comments(REPO, 9)) == 3
