@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
 from control_tower.logs import get_logger
 from cwom.base import new_id
 from cwom.enums import RunStatus
@@ -198,6 +200,16 @@ class Worker:
         try:
             self.executor(claim, control)
         except Exception as exc:
+            if is_database_outage(exc):
+                # Not the run's fault: hand it back for another attempt once the database answers.
+                log.warning("run.db_error", run_id=claim.run_id, attempt=claim.attempt, error=_short(exc))
+                released = self._retrying(
+                    lambda: self.queue.transition(claim, RunStatus.QUEUED, note="released: database error"),
+                    attempts=12,
+                )
+                if released:
+                    control.stop("released")
+                return
             log.exception("run.executor_error", run_id=claim.run_id, attempt=claim.attempt)
             message = _short(exc, 2000)
             self._retrying(
@@ -271,6 +283,13 @@ class Worker:
                 time.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
         return False
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """A lost or refused database connection (server restart, network), as opposed to a bad statement."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
