@@ -69,7 +69,7 @@ def create_app(
     app.include_router(health_router)
     app.include_router(tasks_router)
     app.include_router(github_router)
-    for router in dict.fromkeys([*_EXTRA_ROUTERS, *extra_routers]):
+    for router in [*_EXTRA_ROUTERS, *(r for r in extra_routers if r not in _EXTRA_ROUTERS)]:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
