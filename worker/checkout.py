@@ -84,12 +84,15 @@ def clone(base_url: str, repo: str, ref: str, dest: Path) -> Checkout:
     env = git_env()
     try:
         if _SHA.fullmatch(ref):
-            repo_obj = git.Repo.clone_from(url, dest, env=env, multi_options=["--no-checkout", "-q", *_FAST])
+            repo_obj = git.Repo.clone_from(
+                url, dest, env=env, multi_options=["--no-checkout", "-q", *_FAST], allow_unsafe_options=True
+            )
             repo_obj.git.checkout("--detach", ref, "--")
         else:
             repo_obj = git.Repo.clone_from(
                 url, dest, env=env,
                 multi_options=["--depth=1", f"--branch={ref}", "--no-tags", "--single-branch", "-q", *_FAST],
+                allow_unsafe_options=True,  # only for our own --config above; the ref was checked
             )
         commit = repo_obj.head.commit.hexsha
         repo_obj.close()
@@ -117,12 +120,12 @@ class Diff:
 
 def workspace_diff(workspace: Path, *, max_bytes: int = MAX_DIFF_BYTES) -> Diff:
     """The binary diff of the workspace against HEAD, untracked files included (run outside the sandbox)."""
-    # Intent-to-add records untracked paths in the index without their content, so `git diff` shows them.
-    _git(workspace, "add", "--intent-to-add", "--all", "--", ".")
-    raw_paths = _git(workspace, "diff", "HEAD", "--name-only", "-z", "--no-renames")
-    paths = sorted({p.decode("utf-8", "surrogateescape") for p in raw_paths.split(b"\0") if p})
+    status = _git(workspace, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
+    paths = sorted({e[3:].decode("utf-8", "surrogateescape") for e in status.split(b"\0") if len(e) > 3})
     if not paths:
         return Diff("", [], False)
+    # Intent-to-add records untracked paths in the index without their content, so `git diff` shows them.
+    _git(workspace, "add", "--intent-to-add", "--all", "--", ".")
     patch = _git(
         workspace, "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames"
     )
