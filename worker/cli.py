@@ -15,6 +15,7 @@ from control_tower.settings import Settings
 
 # Importing a module registers its sub-commands (see `control_tower.cli.command`).
 COMMAND_MODULES: tuple[str, ...] = (
+    "control_tower.cli_audit",
     "control_tower.cli_github",
     "worker.service",  # registers the in-process worker that `serve` starts
     "worker.cli_runs",  # `trace RUN_ID` and the /runs routes

@@ -10,6 +10,9 @@ from sqlalchemy import Engine
 
 from control_tower.api.errors import install_error_handlers
 from control_tower.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from control_tower.api.routes_audit import router as audit_router
+from control_tower.api.routes_cwom import router as cwom_router
+from control_tower.api.routes_cwom_runs import router as cwom_runs_router
 from control_tower.api.routes_health import router as health_router
 from control_tower.api.routes_tasks import router as tasks_router
 from control_tower.db import make_engine, make_sessionmaker
@@ -68,6 +71,9 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(tasks_router)
+    app.include_router(cwom_router)
+    app.include_router(cwom_runs_router)
+    app.include_router(audit_router)
     app.include_router(github_router)
     for router in [*_EXTRA_ROUTERS, *(r for r in extra_routers if r not in _EXTRA_ROUTERS)]:
         app.include_router(router)
