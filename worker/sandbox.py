@@ -1,0 +1,346 @@
+"""The worker's sandbox: bubblewrap (tier A) or an explicit, unconfined "none" tier, behind one interface.
+
+Decisions recorded here because callers depend on them:
+- The workspace is bind-mounted read-write at its own host path and is the command's cwd; its `.git`
+  (when present) is re-bound read-only on top.
+- Output beyond `output_bytes` per stream is dropped and counted; the process keeps running (only the
+  wall clock or cancel stops it), so `truncated` is set but `killed_reason` stays None for that.
+- Landlock (tier B) is not built: "landlock" and an "auto" probe without bwrap raise SandboxUnavailable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from policy.errors import ControlTowerError
+from worker.sandbox_cgroup import CgroupManager, RunCgroup, probe_cgroups
+
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}  # noqa: S108
+SANDBOX_UID = 1000
+CHUNK = 65536
+
+
+class SandboxUnavailable(ControlTowerError):
+    """No sandbox tier works on this host."""
+
+    code = "SANDBOX_UNAVAILABLE"
+    http_status = 503
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """What one command may use."""
+
+    wall_seconds: float = 900.0
+    memory_bytes: int = 1 << 30
+    pids: int = 256
+    cpu_cores: float = 1.0
+    output_bytes: int = 1 << 20  # per stream; the rest is dropped and counted, the process keeps running
+    file_size_bytes: int = 256 << 20
+    open_files: int = 1024
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """What one sandboxed command did."""
+
+    exit_code: int | None
+    stdout: bytes
+    stderr: bytes
+    stdout_bytes_total: int
+    stderr_bytes_total: int
+    truncated: bool
+    timed_out: bool
+    cancelled: bool
+    killed_reason: str | None  # TIME_BUDGET_EXCEEDED | CANCELLED | MEMORY_LIMIT | OUTPUT_LIMIT | None
+    duration_s: float
+    tier: str
+
+    @property
+    def stdout_bytes(self) -> int:
+        """Alias of stdout_bytes_total (the step code's name)."""
+        return self.stdout_bytes_total
+
+    @property
+    def stderr_bytes(self) -> int:
+        """Alias of stderr_bytes_total."""
+        return self.stderr_bytes_total
+
+
+class Sandbox(Protocol):
+    """Runs one argv confined; the worker calls only this."""
+
+    tier: str
+    available: bool
+
+    def describe(self) -> dict[str, object]: ...
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        workspace: Path,
+        limits: SandboxLimits,
+        allow_network: bool = False,
+        env: Mapping[str, str] | None = None,
+        cancel: threading.Event | None = None,
+        stdout_path: Path | None = None,
+        stderr_path: Path | None = None,
+        stdin: bytes | None = None,
+    ) -> SandboxResult: ...
+
+
+class _Capture:
+    """Reads one pipe to EOF in a thread, keeping and writing at most `cap` bytes, counting all."""
+
+    def __init__(self, pipe: IO[bytes], cap: int, path: Path | None) -> None:
+        self.pipe, self.cap, self.path = pipe, cap, path
+        self.kept = bytearray()
+        self.total = 0
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        sink = self.path.open("wb") if self.path is not None else None
+        try:
+            fd = self.pipe.fileno()
+            while chunk := os.read(fd, CHUNK):
+                self.total += len(chunk)
+                room = self.cap - len(self.kept)
+                if room > 0:
+                    piece = chunk[:room]
+                    self.kept += piece
+                    if sink is not None:
+                        sink.write(piece)
+                        sink.flush()
+        finally:
+            if sink is not None:
+                sink.close()
+            self.pipe.close()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+
+def _preexec(limits: SandboxLimits, cgroup: RunCgroup | None, rlimit_as: bool) -> Callable[[], None]:
+    def apply() -> None:
+        # Runs in the child between fork and exec: join the run's cgroup before anything is spawned.
+        if cgroup is not None:
+            cgroup.enter_current_process()
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        if rlimit_as:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.pids, limits.pids))
+
+    return apply
+
+
+class _Runner:
+    """What both tiers share: cgroup, rlimits, env, streaming capture, timeout and cancel."""
+
+    tier = "none"
+    available = True
+
+    def __init__(self, cgroups: CgroupManager | None) -> None:
+        self.cgroups = cgroups
+
+    def mechanisms(self) -> dict[str, object]:
+        """Which limits are real on this host."""
+        as_root = os.geteuid() == 0
+        return {
+            "cgroup": self.cgroups.describe() if self.cgroups is not None else None,
+            "memory": "cgroup" if self.cgroups is not None else "rlimit_as",
+            # RLIMIT_NPROC counts per host uid and is never enforced for uid 0 (bwrap maps uid 1000 to us).
+            "pids": "cgroup" if self.cgroups is not None else
+                    ("none (RLIMIT_NPROC is ignored for root)" if as_root else "rlimit_nproc"),
+            "cpu": "cgroup" if self.cgroups is not None else "none",
+            "rlimits": ["RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CORE=0"],
+            "kill": "pid namespace + process group + cgroup" if self.cgroups is not None
+                    else "process group",
+            "output_over_cap": "dropped and counted, process keeps running",
+        }
+
+    def describe(self) -> dict[str, object]:
+        """The tier and its mechanisms, written into every trace."""
+        return {"tier": self.tier, "available": self.available, **self.mechanisms()}
+
+    def command(self, argv: Sequence[str], workspace: Path, allow_network: bool,
+                env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+        """(argv to exec, environment to exec it with)."""
+        return list(argv), dict(env)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        workspace: Path,
+        limits: SandboxLimits,
+        allow_network: bool = False,
+        env: Mapping[str, str] | None = None,
+        cancel: threading.Event | None = None,
+        stdout_path: Path | None = None,
+        stderr_path: Path | None = None,
+        stdin: bytes | None = None,
+    ) -> SandboxResult:
+        """Run argv in the workspace under the limits; never raises for what the command does."""
+        started = time.monotonic()
+        workspace = workspace.resolve()
+        full_env = {**BASE_ENV, **(env or {})}
+        cmd, exec_env = self.command(argv, workspace, allow_network, full_env)
+        cgroup = (self.cgroups.create(memory_bytes=limits.memory_bytes, pids=limits.pids,
+                                      cpu_cores=limits.cpu_cores) if self.cgroups is not None else None)
+        try:
+            proc = subprocess.Popen(
+                cmd, cwd=workspace, env=exec_env, start_new_session=True, close_fds=True,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                preexec_fn=_preexec(limits, cgroup, rlimit_as=cgroup is None),
+            )
+        except BaseException:
+            if cgroup is not None:
+                cgroup.destroy()
+            raise
+        assert proc.stdout is not None and proc.stderr is not None
+        out = _Capture(proc.stdout, limits.output_bytes, stdout_path)
+        err = _Capture(proc.stderr, limits.output_bytes, stderr_path)
+        if stdin is not None and proc.stdin is not None:
+            threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
+        reason = self._wait(proc, started + limits.wall_seconds, cancel)
+        self._kill_tree(proc, cgroup)
+        out.join(5.0)
+        err.join(5.0)
+        if reason is None and cgroup is not None and cgroup.oom_killed():
+            reason = "MEMORY_LIMIT"
+        if cgroup is not None:
+            cgroup.destroy()
+        return SandboxResult(
+            exit_code=proc.returncode if reason is None or reason == "MEMORY_LIMIT" else None,
+            stdout=bytes(out.kept), stderr=bytes(err.kept),
+            stdout_bytes_total=out.total, stderr_bytes_total=err.total,
+            truncated=out.total > len(out.kept) or err.total > len(err.kept),
+            timed_out=reason == "TIME_BUDGET_EXCEEDED", cancelled=reason == "CANCELLED",
+            killed_reason=reason, duration_s=time.monotonic() - started, tier=self.tier,
+        )
+
+    @staticmethod
+    def _wait(proc: subprocess.Popen[bytes], deadline: float, cancel: threading.Event | None) -> str | None:
+        while True:
+            if cancel is not None and cancel.is_set():
+                return "CANCELLED"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "TIME_BUDGET_EXCEEDED"
+            try:
+                proc.wait(timeout=min(remaining, 0.05))
+                return None
+            except subprocess.TimeoutExpired:
+                continue
+
+    @staticmethod
+    def _kill_tree(proc: subprocess.Popen[bytes], cgroup: RunCgroup | None) -> None:
+        # Always, even after a clean exit: background children left behind must not outlive the command.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if cgroup is not None:
+            cgroup.kill_all()
+        proc.wait()
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError, OSError):
+        pipe.write(data)
+    with contextlib.suppress(BrokenPipeError, OSError):
+        pipe.close()
+
+
+class NoSandbox(_Runner):
+    """Tier "none": a plain process group with a cleared env, limits and caps. Explicit opt-in only."""
+
+    tier = "none"
+
+
+class BwrapSandbox(_Runner):
+    """Tier A: bubblewrap with every namespace unshared, uid 1000, no capabilities, read-only root."""
+
+    tier = "bwrap"
+
+    def __init__(self, bwrap: str, cgroups: CgroupManager | None) -> None:
+        super().__init__(cgroups)
+        self.bwrap = bwrap
+
+    def describe(self) -> dict[str, object]:
+        """The tier, its namespaces and mounts, and the limit mechanisms."""
+        return {
+            **super().describe(),
+            "bwrap": self.bwrap,
+            "namespaces": "all unshared (user, pid, net unless allowed, ipc, uts, cgroup, mount)",
+            "uid": SANDBOX_UID,
+            "capabilities": "none",
+            "filesystem": "/ read-only; tmpfs /tmp /root /run /home; workspace rw at its host path; .git ro",
+        }
+
+    def command(self, argv: Sequence[str], workspace: Path, allow_network: bool,
+                env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+        """The bwrap command line; bwrap itself gets an empty environment too."""
+        ws = str(workspace)
+        cmd = [
+            self.bwrap, "--unshare-all", "--unshare-user",
+            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+            "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--clearenv",
+        ]
+        if allow_network:
+            cmd.append("--share-net")
+        cmd += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+        for tmp in ("/tmp", "/root", "/run", "/home"):  # noqa: S108 - fresh private tmpfs mounts
+            cmd += ["--tmpfs", tmp]
+        cmd += ["--bind", ws, ws]
+        git = workspace / ".git"
+        if git.exists():
+            cmd += ["--ro-bind", str(git), str(git)]
+        cmd += ["--chdir", ws]
+        for key, value in env.items():
+            cmd += ["--setenv", key, value]
+        return [*cmd, "--", *argv], {}
+
+
+def _bwrap_works(bwrap: str) -> bool:
+    try:
+        done = subprocess.run(
+            [bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--cap-drop", "ALL",
+             "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "true"],
+            capture_output=True, timeout=10, env={},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def probe_sandbox(requested: str = "auto") -> Sandbox:
+    """The sandbox for this host: "auto" picks bwrap; "none" must be asked for by name."""
+    if requested not in ("auto", "bwrap", "landlock", "none"):
+        raise SandboxUnavailable(message=f"unknown sandbox tier {requested!r}")
+    cgroups = probe_cgroups()
+    if requested == "none":
+        return NoSandbox(cgroups)
+    if requested == "landlock":
+        raise SandboxUnavailable(message="the landlock tier is not built; use bwrap or SANDBOX=none")
+    bwrap = shutil.which("bwrap")
+    if bwrap is not None and _bwrap_works(bwrap):
+        return BwrapSandbox(bwrap, cgroups)
+    raise SandboxUnavailable(
+        message="bubblewrap is missing or cannot create namespaces here; refusing untrusted steps "
+        "(set SANDBOX=none to run unconfined)"
+    )
