@@ -267,3 +267,23 @@ def test_artifact_idempotency_key(api: httpx.Client) -> None:
     assert first["verification"] == {"status": "passed", "checks": [{"name": "ci"}]}
     dup = api.post("/cwom/artifacts", json=body)
     assert dup.status_code == 409 and dup.json()["error"]["code"] == "ARTIFACT_EXISTS"
+
+
+def test_stored_objects_give_back_the_task(api: httpx.Client, factory: sessionmaker[Session]) -> None:
+    from cwom.rows import snapshot
+    from cwom.tables import ConstraintSnapshotRow, ContextPacketRow, IssueRow
+    from cwom.task_adapter import cwom_to_task
+    from policy import TaskCreateV1
+
+    body = task_body(inputs={"command": "make", "env": {"A": "1"}}, metadata={"k": [1, 2]}, priority=7,
+                     idempotency_key="rt-1", target={"repo": "acme/app", "ref": "dev", "path": "src"})
+    task = ok(api.post("/tasks/enqueue", json=body))
+    ids = task["cwom"]
+    with factory() as session:
+        back = cwom_to_task(
+            repo_slug=ok(api.get(f"/cwom/repos/{ids['repo_id']}"), 200)["slug"],
+            issue=snapshot(session.get_one(IssueRow, ids["issue_id"])),
+            context_packet=snapshot(session.get_one(ContextPacketRow, ids["context_packet_id"])),
+            constraint_snapshot=snapshot(session.get_one(ConstraintSnapshotRow, ids["constraint_snapshot_id"])),
+        )
+    assert back == TaskCreateV1.model_validate(task["task"])
