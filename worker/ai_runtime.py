@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -10,6 +9,8 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from control_tower.settings import Settings
 from policy.errors import ControlTowerError
@@ -141,14 +142,12 @@ def sandbox_bash_runner(
     *,
     sandbox: Sandbox,
     workspace: Path,
-    scratch: Path,
     cancel: threading.Event,
     deadline: float,
     allow_network: bool,
     max_seconds: float,
 ) -> BashRunner:
     """The agent's `bash` tool: `sh -c` in the sandbox, bounded by what remains of the time budget."""
-    counter = itertools.count(1)
 
     def run(command: str) -> ToolRunResult:
         remaining = deadline - time.monotonic()
@@ -157,9 +156,6 @@ def sandbox_bash_runner(
         if remaining < MIN_COMMAND_SECONDS:
             note = "TIME_BUDGET_EXCEEDED: no time left for this command"
             return ToolRunResult(124, "", note, timed_out=True)
-        n = next(counter)
-        scratch.mkdir(parents=True, exist_ok=True)
-        out, err = scratch / f"bash-{n}.out", scratch / f"bash-{n}.err"
         result = sandbox.run(
             ["sh", "-c", command],
             workspace=workspace,
@@ -167,26 +163,18 @@ def sandbox_bash_runner(
             allow_network=allow_network,
             env=dict(AGENT_ENV),
             cancel=cancel,
-            stdout_path=out,
-            stderr_path=err,
         )
-        stdout, stderr = _take(out), _take(err)
+        stdout = result.stdout.decode("utf-8", "replace")
+        stderr = result.stderr.decode("utf-8", "replace")
+        if result.truncated:
+            stderr += "\n[output over the sandbox's cap was dropped]"
         killed = result.killed_reason
         if killed is not None:
             stderr += f"\n[killed by the sandbox: {killed}]"
-        exit_code = result.exit_code if isinstance(result.exit_code, int) else 137
+        exit_code = result.exit_code if result.exit_code is not None else 137
         return ToolRunResult(exit_code, stdout, stderr, timed_out=killed is not None)
 
     return run
-
-
-def _take(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return ""
-    path.unlink(missing_ok=True)
-    return data.decode("utf-8", "replace")
 
 
 def doctrine_of(task: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,3 +195,26 @@ def verify_command(task: Mapping[str, Any], explicit: str | None = None) -> str 
         if isinstance(candidate, str) and candidate.strip():
             return candidate.strip()
     return None
+
+
+def record_ai_cost(session: Session, *, run_id: str, attempt: int, totals: Mapping[str, Any]) -> None:
+    """This attempt's AI totals on the CWOM Run's `cost`, summed over attempts (a retry replaces its own)."""
+    from cwom.tables import RunRow
+
+    run = session.get_one(RunRow, run_id)
+    cost = dict(run.cost or {})
+    by_attempt = dict(cost.get("by_attempt") or {})
+    by_attempt[str(attempt)] = dict(totals)
+    parts = list(by_attempt.values())
+    cost.update(
+        {
+            "currency": "USD",
+            "by_attempt": by_attempt,
+            "ai_usd": round(sum(float(p.get("cost_usd") or 0) for p in parts), 8),
+            "tokens_prompt": sum(int(p.get("tokens_prompt") or 0) for p in parts),
+            "tokens_output": sum(int(p.get("tokens_output") or 0) for p in parts),
+            "tokens_total": sum(int(p.get("tokens_total") or 0) for p in parts),
+            "model_calls": sum(int(p.get("calls") or 0) for p in parts),
+        }
+    )
+    run.cost = cost

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -231,14 +230,12 @@ def run_agent_step(ctx: StepContext, spec: AgentSpec, provider: AIProvider | Non
     if deadline <= time.monotonic():
         return StepOutcome.failed("TIME_BUDGET_EXCEEDED", "no time left in the run's budget for the agent")
     bash: BashRunner | None = None
-    scratch = ctx.workspace.parent / f".{ctx.claim.run_id}.agent"
     if "bash" in spec.tools:
         if ctx.sandbox is None:
             return StepOutcome.failed("SANDBOX_UNAVAILABLE", "the bash tool needs a sandbox; none works here")
         bash = sandbox_bash_runner(
             sandbox=ctx.sandbox,
             workspace=ctx.workspace,
-            scratch=scratch,
             cancel=ctx.control.cancelled,
             deadline=deadline,
             allow_network=spec.allow_network,
@@ -254,7 +251,6 @@ def run_agent_step(ctx: StepContext, spec: AgentSpec, provider: AIProvider | Non
     finally:
         if owned:
             close_provider(chosen)
-        shutil.rmtree(scratch, ignore_errors=True)
     _account(ctx, totals)
     refused = [c.name for c in result.tool_calls if c.code in ("PATH_OUTSIDE_WORKSPACE", "PATH_NOT_ALLOWED")]
     output: dict[str, Any] = {
@@ -266,8 +262,8 @@ def run_agent_step(ctx: StepContext, spec: AgentSpec, provider: AIProvider | Non
         "refused_tool_calls": len(refused),
         "ai": totals.as_dict(),
     }
-    if not spec.read_only:
-        output["diff_sha256"] = diff_digest(ctx.workspace)
+    # What the workspace looks like after the agent alone (verify may add files): replay compares this.
+    output["diff_sha256"] = diff_digest(ctx.workspace)
     ctx.publish_info["agent_summary"] = result.summary
     if not result.ok:
         return StepOutcome.failed(
