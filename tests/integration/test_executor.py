@@ -1,0 +1,236 @@
+"""The ops playbook end to end on SQLite and PostgreSQL: real git remotes, the real sandbox, trace folders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_tower.settings import Settings
+from cwom.audit import AuditRow
+from tests.conftest import make_settings
+from tests.support.runs import (
+    artifacts,
+    drain,
+    enqueue,
+    make_queue,
+    make_remote,
+    ops,
+    run_row,
+    steps,
+    task_row,
+)
+from worker.executor import RunExecutor, build_executor
+from worker.queue import RunControl
+from worker.trace import list_files, render_trace, verify_manifest
+
+
+@pytest.fixture
+def wsettings(db_url: str, tmp_path: Path) -> Settings:
+    base = make_remote(tmp_path / "remote")
+    return make_settings(db_url, tmp_path, git_base_url=base, policy_min_time_budget=1)
+
+
+def trace_dir(settings: Settings, run_id: str) -> Path:
+    return Path(settings.trace_root) / run_id
+
+
+def events(settings: Settings, run_id: str) -> list[dict[str, Any]]:
+    lines = (trace_dir(settings, run_id) / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_ops_run_completes_with_diff_artifacts_and_manifest(
+    wsettings: Settings, factory: sessionmaker[Session]
+) -> None:
+    run_id = enqueue(factory, wsettings, **ops("echo hi > out.txt && echo done"))
+    assert drain(factory, wsettings, build_executor(wsettings, factory)) == 1
+
+    run = run_row(factory, run_id)
+    assert (run.status, run.error_code, run.attempt) == ("done", None, 1)
+    assert task_row(factory, run_id).status == "completed"
+    rows = steps(factory, run_id)
+    assert [(s["n"], s["step_id"], s["status"]) for s in rows] == [
+        (1, "checkout", "completed"),
+        (2, "shell", "completed"),
+        (3, "collect", "completed"),
+    ]
+    assert rows[1]["output"]["exit_code"] == 0
+    assert rows[2]["output"]["paths"] == ["out.txt"]
+
+    folder = trace_dir(wsettings, run_id)
+    patch = (folder / "diff.patch").read_text()
+    assert "b/out.txt" in patch and "+hi" in patch
+    assert (folder / "steps/2-shell/stdout.log").read_text() == "done\n"
+    assert json.loads((folder / "task.json").read_text())["inputs"]["command"].startswith("echo hi")
+    policy = json.loads((folder / "policy.json").read_text())
+    assert (
+        policy["decision"] == "allow" and policy["policy_version"] == wsettings.policy_config().version_hash
+    )
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["attempt"] == 1
+    assert manifest["sandbox"]["tier"]
+    recorded = {f["path"]: f["sha256"] for f in manifest["files"]}
+    on_disk = {
+        f["path"]: f["sha256"]
+        for f in list_files(wsettings.trace_root, run_id)
+        if f["path"] != "manifest.json"
+    }
+    assert recorded == on_disk
+    for rel, digest in recorded.items():
+        assert hashlib.sha256((folder / rel).read_bytes()).hexdigest() == digest
+    assert {
+        "task.json",
+        "policy.json",
+        "events.jsonl",
+        "diff.patch",
+        "summary.md",
+        "steps/2-shell/stdout.log",
+        "steps/2-shell/result.json",
+    } <= set(recorded)
+    assert verify_manifest(wsettings.trace_root, run_id) == []
+    types = [e["type"] for e in events(wsettings, run_id)]
+    assert types[0] == "run.claimed" and types[-1] == "run.finished"
+    assert {"step.started", "step.finished", "command.finished"} <= set(types)
+
+    arts = artifacts(factory, run_id)
+    assert set(arts) == {"trace", "patch"}
+    assert arts["trace"].digest == manifest["digest"]
+    assert arts["trace"].uri == folder.resolve().as_uri()
+    assert (
+        arts["patch"].digest == "sha256:" + hashlib.sha256((folder / "diff.patch").read_bytes()).hexdigest()
+    )
+    assert {o["id"] for o in run.outputs} == {a.id for a in arts.values()}
+    with factory() as session:
+        audited = session.scalars(
+            select(AuditRow.entity_id).where(AuditRow.entity_kind == "artifact", AuditRow.action == "created")
+        ).all()
+    assert set(audited) == {a.id for a in arts.values()}
+    assert not (Path(wsettings.workspace_root) / run_id).exists()
+    assert "Step 2 shell: completed" in render_trace(wsettings.trace_root, run_id)
+
+
+def test_unchanged_workspace_has_no_patch(wsettings: Settings, factory: sessionmaker[Session]) -> None:
+    run_id = enqueue(factory, wsettings, **ops("true"))
+    drain(factory, wsettings, build_executor(wsettings, factory))
+    assert run_row(factory, run_id).status == "done"
+    assert not (trace_dir(wsettings, run_id) / "diff.patch").exists()
+    assert set(artifacts(factory, run_id)) == {"trace"}
+
+
+def test_failing_command_fails_the_run_with_its_exit_code(
+    wsettings: Settings, factory: sessionmaker[Session]
+) -> None:
+    run_id = enqueue(factory, wsettings, **ops("echo oops >&2; exit 3"))
+    drain(factory, wsettings, build_executor(wsettings, factory))
+    run = run_row(factory, run_id)
+    assert (run.status, run.error_code) == ("failed", "COMMAND_FAILED")
+    assert task_row(factory, run_id).error_code == "COMMAND_FAILED"
+    shell = next(s for s in steps(factory, run_id) if s["step_id"] == "shell")
+    assert (shell["status"], shell["output"]["exit_code"]) == ("failed", 3)
+    assert [s["step_id"] for s in steps(factory, run_id)] == ["checkout", "shell"]  # collect never ran
+    folder = trace_dir(wsettings, run_id)
+    assert (folder / "steps/2-shell/stderr.log").read_text() == "oops\n"
+    assert json.loads((folder / "manifest.json").read_text())["error_code"] == "COMMAND_FAILED"
+    assert verify_manifest(wsettings.trace_root, run_id) == []
+
+
+def test_time_budget_kills_the_command(wsettings: Settings, factory: sessionmaker[Session]) -> None:
+    run_id = enqueue(factory, wsettings, **ops("sleep 60", budget=2))
+    started = time.monotonic()
+    drain(factory, wsettings, build_executor(wsettings, factory))
+    assert time.monotonic() - started < 20
+    run = run_row(factory, run_id)
+    assert (run.status, run.error_code) == ("failed", "TIME_BUDGET_EXCEEDED")
+    shell = next(s for s in steps(factory, run_id) if s["step_id"] == "shell")
+    assert shell["error_code"] == "TIME_BUDGET_EXCEEDED"
+    assert shell["output"]["killed_reason"] == "TIME_BUDGET_EXCEEDED"
+
+
+def test_other_operations_fail_with_no_executor(wsettings: Settings, factory: sessionmaker[Session]) -> None:
+    run_id = enqueue(factory, wsettings, operation="docs", inputs={})
+    drain(factory, wsettings, build_executor(wsettings, factory))
+    run = run_row(factory, run_id)
+    assert (run.status, run.error_code) == ("failed", "NO_EXECUTOR")
+    manifest = json.loads((trace_dir(wsettings, run_id) / "manifest.json").read_text())
+    assert manifest["error_code"] == "NO_EXECUTOR"
+
+
+def test_missing_ref_fails_checkout(wsettings: Settings, factory: sessionmaker[Session]) -> None:
+    run_id = enqueue(factory, wsettings, target={"repo": "acme/app", "ref": "no-such-branch"}, **ops("true"))
+    drain(factory, wsettings, build_executor(wsettings, factory))
+    run = run_row(factory, run_id)
+    assert (run.status, run.error_code) == ("failed", "CHECKOUT_FAILED")
+
+
+def test_without_a_sandbox_shell_steps_are_refused(
+    wsettings: Settings, factory: sessionmaker[Session]
+) -> None:
+    executor = RunExecutor(settings=wsettings, factory=factory, sandbox=None, sandbox_info={"tier": "none"})
+    run_id = enqueue(factory, wsettings, **ops("echo should-not-run > ran.txt"))
+    drain(factory, wsettings, executor)
+    run = run_row(factory, run_id)
+    assert (run.status, run.error_code) == ("failed", "SANDBOX_UNAVAILABLE")
+
+
+def test_keep_workspaces_keeps_the_checkout(
+    db_url: str, tmp_path: Path, factory: sessionmaker[Session]
+) -> None:
+    settings = make_settings(
+        db_url, tmp_path, git_base_url=make_remote(tmp_path / "remote"), keep_workspaces=True
+    )
+    run_id = enqueue(factory, settings, **ops("echo kept > kept.txt"))
+    drain(factory, settings, build_executor(settings, factory))
+    assert (Path(settings.workspace_root) / run_id / "kept.txt").read_text() == "kept\n"
+
+
+def test_approval_waits_then_continues_past_it(wsettings: Settings, factory: sessionmaker[Session]) -> None:
+    from cwom.audit import Actor
+
+    executor = build_executor(wsettings, factory)
+    run_id = enqueue(factory, wsettings, **ops("echo approved > a.txt", approval=True))
+    drain(factory, wsettings, executor)
+    run = run_row(factory, run_id)
+    assert (run.status, run.current_step, run.locked_by) == ("waiting", "approval", None)
+    assert [(s["step_id"], s["status"]) for s in steps(factory, run_id)] == [
+        ("checkout", "completed"),
+        ("approval", "waiting"),
+    ]
+    assert "approval.waiting" in [e["type"] for e in events(wsettings, run_id)]
+    assert json.loads((trace_dir(wsettings, run_id) / "manifest.json").read_text())["status"] == "waiting"
+
+    make_queue(factory, wsettings).resume(run_id, decision="approve", actor=Actor("human", "bob"), note="ok")
+    drain(factory, wsettings, executor)
+    run = run_row(factory, run_id)
+    assert (run.status, run.attempt) == ("done", 2)
+    second = [(s["step_id"], s["status"]) for s in steps(factory, run_id) if s["attempt"] == 2]
+    assert second == [
+        ("checkout", "completed"),
+        ("approval", "completed"),
+        ("shell", "completed"),
+        ("collect", "completed"),
+    ]
+    decided = [e for e in events(wsettings, run_id) if e["type"] == "approval.decided"]
+    assert decided[0]["data"]["by"] == "human:bob"
+    assert "+approved" in (trace_dir(wsettings, run_id) / "diff.patch").read_text()
+    assert verify_manifest(wsettings.trace_root, run_id) == []
+
+
+def test_a_stale_claim_writes_nothing(wsettings: Settings, factory: sessionmaker[Session]) -> None:
+    queue = make_queue(factory, wsettings)
+    run_id = enqueue(factory, wsettings, **ops("echo hi > out.txt"))
+    (claim,) = queue.claim("old-worker")
+    from cwom.audit import Actor
+
+    queue.cancel(run_id, actor=Actor("human", "alice"), note="changed my mind")
+    build_executor(wsettings, factory)(claim, RunControl(queue=queue))
+    assert run_row(factory, run_id).status == "cancelled"
+    assert steps(factory, run_id) == []
+    assert artifacts(factory, run_id) == {}

@@ -1,0 +1,454 @@
+"""The executor the Worker calls for each claim: load the task, run its playbook, trace, record, finish."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_tower.github.doctrine import RepoDoctrine
+from control_tower.logs import get_logger
+from control_tower.settings import Settings
+from control_tower.tables import TaskRow
+from cwom.base import utcnow
+from cwom.enums import ArtifactType, RunStatus
+from cwom.tables import DoctrineRefRow, RunRow, run_doctrine_refs
+from policy.errors import ControlTowerError
+from policy.redaction import Redactor
+from worker import checkout as co
+from worker.ai_runtime import record_ai_cost
+from worker.artifacts import record_artifact
+from worker.playbooks import PlaybookRegistry, PlaybookRequest, default_registry
+from worker.queue import Claim, Executor, LostLease, RunControl
+from worker.run_steps import StepStatus, begin_step, completed_step_ids, end_step
+from worker.sandbox import Sandbox, SandboxUnavailable, probe_sandbox
+from worker.steps import Runners, Spec, StepContext, StepOutcome, builtin_runners
+from worker.summary import render_summary
+from worker.trace import TraceWriter
+
+log = get_logger(__name__)
+# Steps whose rows are written together with the next step's (one transaction fewer each).
+QUICK_STEPS = frozenset({"checkout", "collect"})
+Write = Callable[[Session], None]
+_FINAL = {
+    StepStatus.COMPLETED: RunStatus.DONE,
+    StepStatus.FAILED: RunStatus.FAILED,
+    StepStatus.WAITING: RunStatus.WAITING,
+}
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What the executor reads once per claim."""
+
+    task: dict[str, Any]
+    policy_version: str
+    issue_id: str | None
+    approvals: list[dict[str, Any]]
+    completed: set[str]
+    approval_reasons: list[str]
+
+
+class _Stop(Exception):
+    """The run is no longer ours to continue (cancelled, lease lost, released)."""
+
+
+class RunExecutor:
+    """Runs one claim's playbook; shared by the worker's threads (per-run state lives in StepContext)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        sandbox: Sandbox | None,
+        sandbox_info: dict[str, Any],
+        registry: PlaybookRegistry | None = None,
+        runners: Runners | None = None,
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.sandbox = sandbox
+        self.sandbox_info = sandbox_info
+        self.registry = registry or default_registry()
+        self.runners = runners or builtin_runners()
+        self.redactor = Redactor(named=settings.secret_values())
+
+    def __call__(self, claim: Claim, control: RunControl) -> None:
+        """Execute one attempt of a run to a final state, a wait, or a stop."""
+        t0 = time.perf_counter()
+        started_at = utcnow()
+        timings: dict[str, float] = {}
+        loaded = self._load(claim)
+        timings["db"] = (time.perf_counter() - t0) * 1000
+        t1 = time.perf_counter()
+        trace = TraceWriter(self.settings.trace_root, claim.run_id, redactor=self.redactor)
+        trace.write_json("task.json", loaded.task)
+        trace.write_json(
+            "policy.json",
+            {
+                "decision": "allow",
+                "policy_version": loaded.policy_version,
+                "approval_required": bool(loaded.approval_reasons),
+                "approval_reasons": loaded.approval_reasons,
+            },
+        )
+        trace.event(
+            "run.claimed",
+            {
+                "attempt": claim.attempt,
+                "worker_id": claim.worker_id,
+                "task_id": claim.task_id,
+                "sandbox": self.sandbox_info,
+            },
+        )
+        timings["trace"] = (time.perf_counter() - t1) * 1000
+        ctx = StepContext(
+            settings=self.settings,
+            factory=self.factory,
+            queue=control.queue,
+            claim=claim,
+            control=control,
+            trace=trace,
+            redactor=self.redactor,
+            sandbox=self.sandbox,
+            task=loaded.task,
+            issue_id=loaded.issue_id,
+            approvals=loaded.approvals,
+            timings=timings,
+        )
+        try:
+            self._execute(ctx, loaded, started_at, t0)
+        except _Stop:
+            self._stopped(ctx, started_at, t0)
+        finally:
+            trace.close()
+            if ctx.workspace is not None and not self.settings.keep_workspaces:
+                co.remove_workspace(ctx.workspace)
+
+    # -- the run --------------------------------------------------------------------------------------
+
+    def _execute(self, ctx: StepContext, loaded: Loaded, started_at: Any, t0: float) -> None:
+        try:
+            steps = self.registry.build(PlaybookRequest(loaded.task, bool(loaded.approval_reasons)))
+        except ControlTowerError as exc:
+            self._finish(ctx, [], StepOutcome.failed(exc.code, exc.message), started_at, t0, pending=[])
+            return
+        pending: list[Write] = []
+        outcome = StepOutcome(StepStatus.COMPLETED)
+        results: list[dict[str, Any]] = []
+        for n, spec in enumerate(steps, 1):
+            ctx.n = n
+            if ctx.control.cancelled.is_set():
+                raise _Stop
+            if spec.id in loaded.completed and spec.type != "checkout":
+                pending.append(
+                    self._step_write(
+                        ctx,
+                        spec,
+                        n,
+                        StepOutcome(StepStatus.SKIPPED, {"reason": "completed in an earlier attempt"}),
+                        started=False,
+                    )
+                )
+                ctx.trace.event("step.skipped", {"n": n, "type": spec.type}, step_id=spec.id)
+                results.append({"n": n, "step_id": spec.id, "type": spec.type, "status": "skipped"})
+                continue
+            pending.append(self._begin_write(ctx, spec, n))
+            if spec.type not in QUICK_STEPS:
+                # Written before a step that may take long, so GET /runs/{id} shows it running.
+                self._flush(ctx, pending)
+            ctx.trace.event("step.started", {"n": n, "type": spec.type}, step_id=spec.id)
+            outcome = self._run_step(ctx, spec)
+            if ctx.control.cancelled.is_set():
+                raise _Stop
+            ctx.trace.write_step_result(
+                n,
+                spec.id,
+                {
+                    "n": n,
+                    "step_id": spec.id,
+                    "type": spec.type,
+                    "attempt": ctx.claim.attempt,
+                    "status": outcome.status.value,
+                    "error_code": outcome.error_code,
+                    "error_message": outcome.error_message,
+                    **outcome.output,
+                },
+            )
+            ctx.trace.event(
+                "step.finished",
+                {"n": n, "status": outcome.status.value, "error_code": outcome.error_code},
+                step_id=spec.id,
+            )
+            results.append(
+                {
+                    "n": n,
+                    "step_id": spec.id,
+                    "type": spec.type,
+                    "status": outcome.status.value,
+                    "error_code": outcome.error_code,
+                }
+            )
+            pending.append(self._step_write(ctx, spec, n, outcome))
+            if outcome.status is not StepStatus.COMPLETED:
+                break
+        self._finish(ctx, results, outcome, started_at, t0, pending=pending)
+
+    def _run_step(self, ctx: StepContext, spec: Spec) -> StepOutcome:
+        try:
+            runner = self.runners.get(spec.type)
+            if runner is None:
+                return StepOutcome.failed("NO_EXECUTOR", f"no runner for step type {spec.type!r}")
+            return runner(ctx, spec)
+        except ControlTowerError as exc:
+            return StepOutcome.failed(exc.code, exc.message)
+        except Exception as exc:
+            log.exception("step.error", run_id=ctx.claim.run_id, step_id=spec.id)
+            return StepOutcome.failed("STEP_ERROR", f"{type(exc).__name__}: {exc}"[:2000])
+
+    def _finish(
+        self,
+        ctx: StepContext,
+        results: list[dict[str, Any]],
+        outcome: StepOutcome,
+        started_at: Any,
+        t0: float,
+        *,
+        pending: list[Write],
+    ) -> None:
+        status = _FINAL.get(outcome.status, RunStatus.FAILED)
+        event = "run.waiting" if status is RunStatus.WAITING else "run.finished"
+        ctx.trace.event(
+            event,
+            {
+                "status": status.value,
+                "error_code": outcome.error_code,
+                "error_message": outcome.error_message,
+            },
+        )
+        t1 = time.perf_counter()
+        ctx.trace.write_text(
+            "summary.md",
+            render_summary(
+                run_id=ctx.claim.run_id,
+                task=ctx.task,
+                status=status.value,
+                attempt=ctx.claim.attempt,
+                steps=results,
+                error_code=outcome.error_code,
+                error_message=outcome.error_message,
+                sandbox=self.sandbox_info,
+            ),
+        )
+        ctx.timed("trace", t1)
+        ended_at = utcnow()
+        ctx.timings["total"] = (time.perf_counter() - t0) * 1000
+        t1 = time.perf_counter()
+        manifest = ctx.trace.finalize(self._manifest_fields(ctx, status.value, outcome, started_at, ended_at))
+        ctx.timed("trace", t1)
+        final = status is not RunStatus.WAITING
+        if final:
+            ctx.artifacts.append(
+                {
+                    "key": "trace",
+                    "type": ArtifactType.TRACE.value,
+                    "title": f"trace of run {ctx.claim.run_id}",
+                    "uri": ctx.trace.path.resolve().as_uri(),
+                    "digest": manifest["digest"],
+                }
+            )
+        outputs: list[dict[str, Any]] = []
+
+        def artifacts(session: Session) -> None:
+            for art in ctx.artifacts:
+                art_id = record_artifact(
+                    session,
+                    run_id=ctx.claim.run_id,
+                    issue_id=ctx.issue_id,
+                    trace_id=ctx.claim.trace_id,
+                    **art,
+                )
+                outputs.append({"kind": "artifact", "id": art_id})
+
+        pending.append(artifacts)
+        ai = ctx.publish_info.get("ai")
+        if ai:  # AI token/cost totals of this attempt onto the CWOM Run's `cost`
+            pending.append(lambda s: record_ai_cost(s, run_id=ctx.claim.run_id, attempt=ctx.claim.attempt,
+                                                    totals=ai))
+        t1 = time.perf_counter()
+        self._flush(ctx, pending)
+        moved = ctx.queue.transition(
+            ctx.claim,
+            status,
+            error_code=outcome.error_code,
+            error_message=outcome.error_message,
+            outputs=outputs or None,
+            telemetry={"timings_ms": {k: round(v, 2) for k, v in ctx.timings.items()},
+                       **({"ai": ai} if ai else {})},
+        )
+        ctx.timed("db", t1)
+        if not moved:
+            raise _Stop
+        log.info(
+            "run.finished",
+            run_id=ctx.claim.run_id,
+            status=status.value,
+            error_code=outcome.error_code,
+            timings_ms={k: round(v, 1) for k, v in ctx.timings.items()},
+        )
+
+    def _stopped(self, ctx: StepContext, started_at: Any, t0: float) -> None:
+        """Cancelled: seal the trace as cancelled. Lease lost or released: leave it to the next attempt."""
+        reason = ctx.control.reason or "lease_lost"
+        ctx.trace.event("run.stopped", {"reason": reason})
+        if reason == "cancelled":
+            ctx.timings["total"] = (time.perf_counter() - t0) * 1000
+            outcome = StepOutcome.failed("CANCELLED", "the run was cancelled")
+            ctx.trace.finalize(
+                self._manifest_fields(ctx, RunStatus.CANCELLED.value, outcome, started_at, utcnow())
+            )
+        log.info("run.stopped", run_id=ctx.claim.run_id, reason=reason)
+
+    # -- database -------------------------------------------------------------------------------------
+
+    def _flush(self, ctx: StepContext, pending: list[Write]) -> None:
+        """Apply queued step writes in one fenced transaction (a stale worker writes nothing)."""
+        if not pending:
+            return
+        t1 = time.perf_counter()
+        try:
+            with ctx.queue.fenced(ctx.claim) as session:
+                for write in pending:
+                    write(session)
+        except LostLease as exc:
+            if ctx.control.reason is None:
+                ctx.control.stop("lease_lost")
+            raise _Stop from exc
+        finally:
+            ctx.timed("db", t1)
+        pending.clear()
+
+    @staticmethod
+    def _begin_write(ctx: StepContext, spec: Spec, n: int) -> Write:
+        def write(session: Session) -> None:
+            RunExecutor._begin(ctx, session, spec, n)
+
+        return write
+
+    @staticmethod
+    def _begin(ctx: StepContext, session: Session, spec: Spec, n: int) -> None:
+        begin_step(
+            session, run_id=ctx.claim.run_id, attempt=ctx.claim.attempt, n=n, step_id=spec.id, type=spec.type
+        )
+        run = session.get_one(RunRow, ctx.claim.run_id)
+        run.current_step = spec.id
+
+    @staticmethod
+    def _step_write(
+        ctx: StepContext, spec: Spec, n: int, outcome: StepOutcome, *, started: bool = True
+    ) -> Write:
+        def write(session: Session) -> None:
+            end_step(
+                session,
+                run_id=ctx.claim.run_id,
+                attempt=ctx.claim.attempt,
+                n=n,
+                step_id=spec.id,
+                type=spec.type,
+                status=outcome.status,
+                output=outcome.output,
+                error_code=outcome.error_code,
+                error_message=outcome.error_message,
+                started=started,
+            )
+
+        return write
+
+    def _load(self, claim: Claim) -> Loaded:
+        with self.factory() as session:
+            run = session.get_one(RunRow, claim.run_id)
+            task_row = session.get(TaskRow, run.task_id) if run.task_id else None
+            completed = completed_step_ids(session, claim.run_id, before_attempt=claim.attempt)
+            doctrines = session.execute(
+                select(DoctrineRefRow.content, DoctrineRefRow.namespace)
+                .join(run_doctrine_refs, run_doctrine_refs.c.doctrine_ref_id == DoctrineRefRow.id)
+                .where(run_doctrine_refs.c.run_id == claim.run_id)
+            ).all()
+        task = dict(task_row.body) if task_row is not None else {}
+        operation = str(task.get("operation", ""))
+        reasons: list[str] = []
+        if (task.get("inputs") or {}).get("approval") is True:
+            reasons.append("inputs.approval")
+        if operation in self.settings.policy_config().approval_required_operations:
+            reasons.append("policy")
+        for content, namespace in doctrines:
+            if content and operation in RepoDoctrine.model_validate(content).approval_operations():
+                reasons.append(f"doctrine:{namespace}")
+        approvals = run.telemetry.get("approvals", []) if isinstance(run.telemetry, dict) else []
+        return Loaded(
+            task=task,
+            policy_version=task_row.policy_version if task_row is not None else "",
+            issue_id=run.issue_id,
+            approvals=[a for a in approvals if isinstance(a, dict)],
+            completed=completed,
+            approval_reasons=reasons,
+        )
+
+    def _manifest_fields(
+        self, ctx: StepContext, status: str, outcome: StepOutcome, started_at: Any, ended_at: Any
+    ) -> dict[str, Any]:
+        return {
+            "run_id": ctx.claim.run_id,
+            "task_id": ctx.claim.task_id,
+            "trace_id": ctx.claim.trace_id,
+            "status": status,
+            "error_code": outcome.error_code,
+            "error_message": outcome.error_message,
+            "attempt": ctx.claim.attempt,
+            "worker_id": ctx.claim.worker_id,
+            "started_at": started_at,
+            "ended_at": ended_at,
+            "duration_ms": round((ended_at - started_at).total_seconds() * 1000, 1),
+            "sandbox": self.sandbox_info,
+            "timings_ms": {k: round(v, 2) for k, v in ctx.timings.items()},
+            "commit": ctx.checkout.commit if ctx.checkout else None,
+            "tokens": ctx.publish_info.get("ai"),  # AI totals: tokens, cost, calls, turns, latency
+        }
+
+
+def probe(requested: str) -> tuple[Sandbox | None, dict[str, Any]]:
+    """The usable sandbox (None when no tier works: shell steps then fail SANDBOX_UNAVAILABLE), logged."""
+    try:
+        sandbox = probe_sandbox(requested)
+    except SandboxUnavailable as exc:
+        info: dict[str, Any] = {"tier": None, "available": False, "requested": requested,
+                                "error": exc.message}
+        log.warning("worker.sandbox", **info)
+        return None, info
+    info = {**sandbox.describe(), "requested": requested}
+    log.info("worker.sandbox", tier=info.get("tier"), requested=requested, cgroup=info.get("cgroup"))
+    return (sandbox if sandbox.available else None), info
+
+
+def build_executor(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    *,
+    registry: PlaybookRegistry | None = None,
+    runners: Runners | None = None,
+) -> Executor:
+    """The executor for this worker process; the sandbox tier is probed once, here, and logged."""
+    usable, info = probe(settings.sandbox)
+    return RunExecutor(
+        settings=settings,
+        factory=factory,
+        sandbox=usable,
+        sandbox_info=info,
+        registry=registry,
+        runners=runners,
+    )
