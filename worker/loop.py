@@ -42,6 +42,7 @@ class Worker:
         *,
         worker_id: str | None = None,
         concurrency: int = 1,
+        prefetch: int = 0,
         poll_interval: float = 0.5,
         notifier: Notifier | None = None,
         heartbeat_interval: float | None = None,
@@ -53,6 +54,9 @@ class Worker:
         self.executor = executor
         self.worker_id = worker_id or default_worker_id()
         self.concurrency = max(1, concurrency)
+        # Runs claimed ahead of a free executor thread, so claims go in batches when busy (throughput);
+        # 0 never holds a run no thread is ready for.
+        self.prefetch = max(0, prefetch)
         self.poll_interval = poll_interval
         self.notifier = notifier
         lease = queue.lease.total_seconds()
@@ -130,7 +134,7 @@ class Worker:
                 if self.clock() >= next_reap:
                     self.queue.reap_expired()
                     next_reap = self.clock() + self.reap_interval
-                free = self.concurrency - len(self.active_runs())
+                free = self._claimable()
                 claims = self.queue.claim(self.worker_id, limit=free) if free > 0 else []
                 backoff = 0.0
             except Exception as exc:  # a database outage must never kill the worker
@@ -145,6 +149,14 @@ class Worker:
             if until_idle and not claims and not self.active_runs():
                 return
             self._wake.wait(self.poll_interval)
+
+    def _claimable(self) -> int:
+        """How many runs to claim now: all free slots, but with prefetch only in batches while busy."""
+        active = len(self.active_runs())
+        free = self.concurrency + self.prefetch - active
+        if self.prefetch and active >= self.concurrency and free < self.prefetch:
+            return 0
+        return max(0, free)
 
     def _start(self, claim: Claim) -> None:
         control = RunControl(queue=self.queue)
@@ -188,6 +200,11 @@ class Worker:
             if item is None:
                 return
             try:
+                if self._stopping.is_set():
+                    # Claimed but not started when the drain began: hand it straight back.
+                    self._retrying(lambda i=item: self.queue.transition(  # type: ignore[misc]
+                        i.claim, RunStatus.QUEUED, note="released: worker shutting down"))
+                    continue
                 self._execute(item)
             finally:
                 with self._lock:

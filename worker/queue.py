@@ -86,6 +86,22 @@ class RunControl:
 Executor = Callable[[Claim, RunControl], None]
 
 
+@dataclass(eq=False)
+class _Change:
+    """One requested transition, and (under group commit) its outcome."""
+
+    claim: Claim
+    to: RunStatus
+    error_code: str | None
+    error_message: str | None
+    outputs: list[Any] | None
+    telemetry: dict[str, Any] | None
+    note: str | None
+    done: threading.Event = field(default_factory=threading.Event)
+    result: bool = False
+    error: BaseException | None = None
+
+
 def _status(value: str | RunStatus) -> RunStatus:
     return value if isinstance(value, RunStatus) else RunStatus(value)
 
@@ -100,8 +116,14 @@ class RunQueue:
         lease_seconds: float,
         max_attempts: int,
         clock: Callable[[], datetime] = utcnow,
+        group_commit: bool = False,
     ) -> None:
         self.factory = factory
+        # Concurrent transitions from one process share a transaction (and one audit-chain lock).
+        self.group_commit = group_commit
+        self._group_lock = threading.Lock()
+        self._group: list[_Change] = []
+        self._committing = False
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
         self.clock = clock
@@ -192,38 +214,117 @@ class RunQueue:
         telemetry: dict[str, Any] | None = None,
         note: str | None = None,
     ) -> bool:
-        """Move a claimed (running) run to `to`; False, with nothing written, when fenced out."""
+        """Move a claimed (running) run to `to`; False, with nothing written, when fenced out.
+
+        Not to be called inside `fenced()` for the same run: that transaction holds the row lock.
+        """
         to = _status(to)
         if to not in RUN_TRANSITIONS[RunStatus.RUNNING]:
             raise InvalidTransition(message=f"a running run cannot become {to.value}")
+        change = _Change(claim, to, error_code, error_message, outputs, telemetry, note)
+        if not self.group_commit:
+            return self._apply([change])[0]
+        return self._group_apply(change)
+
+    def _group_apply(self, change: _Change) -> bool:
+        """Group commit: whoever finds no commit under way commits everything queued meanwhile."""
+        with self._group_lock:
+            self._group.append(change)
+            leader = not self._committing
+            self._committing = True
+        if leader:
+            while True:
+                with self._group_lock:
+                    batch, self._group = self._group, []
+                    if not batch:
+                        self._committing = False
+                        break
+                self._apply_batch(batch)
+        change.done.wait()
+        if change.error is not None:
+            raise change.error
+        return change.result
+
+    def _apply_batch(self, batch: list[_Change]) -> None:
+        try:
+            results = self._apply(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                batch[0].done.set()
+                return
+            # One bad change must not fail its neighbours: redo them one by one to pin the error.
+            for change in batch:
+                self._apply_batch([change])
+            return
+        for change, ok in zip(batch, results, strict=True):
+            change.result = ok
+            change.done.set()
+
+    def _apply(self, batch: list[_Change]) -> list[bool]:
+        """Apply fenced transitions in one transaction; one bool per change."""
         now = self.clock()
         with self.factory() as session, session.begin():
-            try:
-                run = self._lock_owned(session, claim)
-            except LostLease:
-                return False
-            before = self._state(run)
-            run.status = to.value
-            run.updated_at = now
-            run.version += 1
-            if error_code is not None:
-                run.error_code, run.error_message = error_code, error_message
-            if outputs is not None:
-                run.outputs = outputs
-            if telemetry:
-                run.telemetry = {**run.telemetry, **telemetry}
-            if to in RUN_TERMINAL:
-                run.lease_expires_at, run.ended_at = None, now
-            elif to is RunStatus.WAITING:
-                # Nobody holds a waiting run: resume() puts it back in the queue for any worker.
-                run.locked_by, run.lease_expires_at = None, None
-            elif to is RunStatus.QUEUED:
-                # A released lease (shutdown drain) is not a failed attempt: give the attempt back.
-                run.locked_by, run.lease_expires_at, run.available_at = None, None, now
-                run.max_attempts += 1
-                self._notify(session, run.id)
-            self._mirror(session, [run.task_id] if run.task_id else [], to, now, error_code, error_message)
-            self._audit(session, run, Actor("worker", claim.worker_id), before, note)
+            return [self._apply_one(session, change, now) for change in batch]
+
+    def _apply_one(self, session: Session, change: _Change, now: datetime) -> bool:
+        claim, to = change.claim, change.to
+        values: dict[str, Any] = {"status": to.value, "updated_at": now, "version": RunRow.version + 1}
+        if change.error_code is not None:
+            values["error_code"], values["error_message"] = change.error_code, change.error_message
+        if change.outputs is not None:
+            values["outputs"] = change.outputs
+        if to in RUN_TERMINAL:
+            values.update(lease_expires_at=None, ended_at=now)
+        elif to is RunStatus.WAITING:
+            # Nobody holds a waiting run: resume() puts it back in the queue for any worker.
+            values.update(locked_by=None, lease_expires_at=None)
+        elif to is RunStatus.QUEUED:
+            # A released lease (shutdown drain) is not a failed attempt: give the attempt back.
+            values.update(
+                locked_by=None, lease_expires_at=None, available_at=now, max_attempts=RunRow.max_attempts + 1
+            )
+        # One fenced UPDATE: on PostgreSQL it waits for the row lock and re-checks the fence after it,
+        # so a concurrent reap or cancel makes it match nothing.
+        row = session.execute(
+            update(RunRow)
+            .where(*self._owned(claim))
+            .values(**values)
+            .returning(RunRow.task_id, RunRow.trace_id, RunRow.error_code, RunRow.telemetry)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if row is None:
+            return False
+        if change.telemetry:
+            session.execute(
+                update(RunRow)
+                .where(RunRow.id == claim.run_id)
+                .values(telemetry={**(row.telemetry or {}), **change.telemetry})
+                .execution_options(synchronize_session=False)
+            )
+        if to is RunStatus.QUEUED:
+            self._notify(session, claim.run_id)
+        task_ids = [row.task_id] if row.task_id else []
+        self._mirror(session, task_ids, to, now, change.error_code, change.error_message)
+        held = {"status": RunStatus.RUNNING.value, "attempt": claim.attempt, "locked_by": claim.worker_id}
+        after: dict[str, Any] = {
+            "status": to.value,
+            "attempt": claim.attempt,
+            "locked_by": None if to in (RunStatus.WAITING, RunStatus.QUEUED) else claim.worker_id,
+        }
+        if row.error_code:
+            after["error_code"] = row.error_code
+        audit.record(
+            session,
+            actor=Actor("worker", claim.worker_id),
+            action="status_changed",
+            entity_kind="run",
+            entity_id=claim.run_id,
+            before=held,
+            after=after,
+            note=change.note,
+            trace_id=row.trace_id,
+        )
         return True
 
     # -- recovery -----------------------------------------------------------------------------------

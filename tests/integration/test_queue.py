@@ -460,3 +460,36 @@ def test_serve_runs_the_in_process_worker(settings: Settings, engine: Engine) ->
             else:
                 time.sleep(0.5)
                 assert run_row(factory, run_id).status == "queued"
+
+
+def test_group_commit_applies_each_change_fenced(
+    factory: sessionmaker[Session], settings: Settings, clock: FakeClock
+) -> None:
+    grouped = RunQueue(factory, lease_seconds=10, max_attempts=3, clock=clock, group_commit=True)
+    ids = [enqueue(factory, settings) for _ in range(12)]
+    claims = grouped.claim("w1", limit=12)
+    stale = Claim(claims[0].run_id, claims[0].task_id, claims[0].attempt + 1, "w1", None)
+    results: dict[str, bool] = {}
+    errors: dict[str, str] = {}
+
+    def finish_one(claim: Claim, outputs: list[Any]) -> None:
+        try:
+            ok = grouped.transition(claim, RunStatus.DONE, outputs=outputs)
+            results[claim.run_id + str(claim.attempt)] = ok
+        except Exception as exc:
+            errors[claim.run_id] = type(exc).__name__
+
+    # One change carries a value that cannot be stored: it fails alone, its neighbours commit.
+    jobs = [(c, [{"n": i}]) for i, c in enumerate(claims[1:], 1)]
+    jobs += [(stale, []), (claims[0], [{"bad": object()}])]
+    threads = [threading.Thread(target=finish_one, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert list(errors) == [claims[0].run_id]  # TypeError, wrapped by SQLAlchemy on SQLite
+    assert results.pop(stale.run_id + str(stale.attempt)) is False
+    assert all(results.values()) and len(results) == 11
+    statuses = {i: run_row(factory, i).status for i in ids}
+    assert statuses[claims[0].run_id] == "running"
+    assert sum(1 for s in statuses.values() if s == "done") == 11
