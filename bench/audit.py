@@ -173,11 +173,17 @@ def query_shapes(corpus: Corpus) -> dict[str, Callable[[random.Random], AuditFil
         "by trace": lambda rng: AuditFilter(trace_id=rng.choice(corpus.traces)),
         "time range (1h)": window,
         "newest page": lambda rng: AuditFilter(),
+        "deep page (cursor)": lambda rng: AuditFilter(),
     }
 
 
 def bench_queries(factory: sessionmaker[Session], corpus: Corpus, n: int) -> dict[str, float]:
     rng = random.Random(7)
+
+    def cursor(name: str, rng: random.Random) -> int | None:
+        # "deep page": a keyset cursor somewhere in the log, as a client paging back would send.
+        return rng.randrange(1, corpus.rows) if name == "deep page (cursor)" else None
+
     p95s: dict[str, float] = {}
     with factory() as session:
         for name, make in query_shapes(corpus).items():
@@ -185,9 +191,7 @@ def bench_queries(factory: sessionmaker[Session], corpus: Corpus, n: int) -> dic
             for _ in range(n):
                 f = make(rng)
                 t = time.perf_counter()
-                rows = audit_query.page(session, filters=f, limit=50)
-                if rows and name == "newest page":
-                    audit_query.page(session, filters=f, limit=50, before_seq=rows[-1].seq)
+                audit_query.page(session, filters=f, limit=50, before_seq=cursor(name, rng))
                 samples.append(time.perf_counter() - t)
                 session.rollback()
             ms = [s * 1000 for s in samples]

@@ -15,6 +15,9 @@ import itertools
 import json
 import multiprocessing
 import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,11 +33,26 @@ if TYPE_CHECKING:
     from cwom.audit_query import VerifyResult
 
 # Below this many rows one process is faster than starting helpers.
-PARALLEL_MIN_ROWS = 200_000
-_SELECT = (
-    "SELECT id, seq, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), "
-    "actor_kind, actor_id, action, entity_kind, entity_id, before::text, after::text, note, trace_id, "
-    "prev_hash, hash FROM audit_log"
+PARALLEL_MIN_ROWS = 400_000
+_TS = "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+# The reference check's columns, in `_reference_ok` order.
+_FULL = (
+    f"SELECT id, seq, {_TS}, actor_kind, actor_id, action, entity_kind, entity_id, before::text, "  # noqa: S608
+    "after::text, note, trace_id, prev_hash, hash FROM audit_log"
+)
+# The fast path: the server renders the canonical JSON around `after` and `before` (the keys sort as
+# action, actor_id, actor_kind, after, before, entity_id, ...), prefixed with prev_hash, as UTF-8 bytes;
+# Python only canonicalises the two JSON values and hashes. to_json escapes strings as json.dumps does;
+# any row where the renderings still differ falls back to the reference check.
+_FAST = (
+    "SELECT seq, id, hash, convert_to(prev_hash || '{\"action\":' || to_json(action)::text"  # noqa: S608
+    " || ',\"actor_id\":' || to_json(actor_id)::text || ',\"actor_kind\":' || to_json(actor_kind)::text"
+    " || ',\"after\":', 'UTF8'), after::text, before::text,"
+    " convert_to(',\"entity_id\":' || to_json(entity_id)::text || ',\"entity_kind\":'"
+    " || to_json(entity_kind)::text || ',\"id\":' || to_json(id)::text || ',\"note\":'"
+    " || coalesce(to_json(note)::text, 'null') || ',\"seq\":' || seq::text || ',\"trace_id\":'"
+    f" || coalesce(to_json(trace_id)::text, 'null') || ',\"ts\":\"' || {_TS} || '\"}}', 'UTF8')"
+    " FROM audit_log"
 )
 
 
@@ -66,46 +84,71 @@ def _reference_ok(row: tuple[Any, ...]) -> bool:
     return bool(row_hash(row[12], fields) == row[13])
 
 
-def check_range(cur: psycopg.Cursor[Any], *, batch: int) -> RangeResult:
-    """Check the rows the (already executed) cursor yields, in seq order, against each other."""
+def _prefetch(cur: psycopg.Cursor[Any], batch: int, stop: threading.Event) -> Iterator[list[Any]]:
+    """Chunks of the cursor, fetched one ahead in a thread so the server works while Python hashes."""
+    chunks: queue.Queue[list[Any] | BaseException | None] = queue.Queue(maxsize=2)
+
+    def pump() -> None:
+        try:
+            while not stop.is_set() and (chunk := cur.fetchmany(batch)):
+                chunks.put(chunk)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            chunks.put(exc)
+        finally:
+            chunks.put(None)
+
+    thread = threading.Thread(target=pump, name="audit-verify-fetch", daemon=True)
+    thread.start()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                chunks.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+def check_range(
+    cur: psycopg.Cursor[Any], *, batch: int, reference: Callable[[int], bool]
+) -> RangeResult:
+    """Check the `_FAST` rows the (already executed) cursor yields, in seq order, against each other."""
     loads, dumps, sort_keys, sha256 = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.sha256
     count = 0
     first: tuple[int, str, str] | None = None
     expected = 0
-    prev = ""
-    while chunk := cur.fetchmany(batch):
-        for row in chunk:
-            row_id, seq, ts, ak, ai, act, ek, ei, before, after, note, trace, prev_hash, digest = row
+    prev = b""
+    digest = ""
+    for chunk in _prefetch(cur, batch, threading.Event()):
+        for seq, row_id, digest, head, after, before, tail in chunk:
             count += 1
             if first is None:
-                first = (seq, row_id, prev_hash)
+                first = (seq, row_id, head[:64].decode())
             elif seq != expected:
                 reason = f"seq {seq} follows {expected - 1}: row {expected} is missing or moved"
                 return RangeResult(count, first, None, (seq, row_id, reason))
-            elif prev_hash != prev:
-                return RangeResult(
-                    count, first, None, (seq, row_id, "prev_hash does not match the row before")
+            elif head[:64] != prev:
+                reason = "prev_hash does not match the row before"
+                return RangeResult(count, first, None, (seq, row_id, reason))
+            canonical = b"".join(
+                (
+                    head,
+                    b"null" if after is None else dumps(loads(after), option=sort_keys),
+                    b',"before":',
+                    b"null" if before is None else dumps(loads(before), option=sort_keys),
+                    tail,
                 )
-            fields = {
-                "id": row_id,
-                "seq": seq,
-                "ts": ts,
-                "actor_kind": ak,
-                "actor_id": ai,
-                "action": act,
-                "entity_kind": ek,
-                "entity_id": ei,
-                "before": None if before is None else loads(before),
-                "after": None if after is None else loads(after),
-                "note": note,
-                "trace_id": trace,
-            }
-            fast = sha256(prev_hash.encode() + dumps(fields, option=sort_keys)).hexdigest()
-            if fast != digest and not _reference_ok(row):
+            )
+            if sha256(canonical).hexdigest() != digest and not reference(seq):
                 return RangeResult(count, first, None, (seq, row_id, "hash does not match the row's content"))
-            prev = digest
+            prev = digest.encode()
             expected = seq + 1
-    last = (expected - 1, prev) if first is not None else None
+    last = (expected - 1, digest) if first is not None else None
     return RangeResult(count, first, last, None)
 
 
@@ -118,7 +161,7 @@ def _bounds_sql(lo: int | None, hi: int | None) -> tuple[str, list[int]]:
         where.append("seq <= %s")
         params.append(hi)
     clause = (" WHERE " + " AND ".join(where)) if where else ""
-    return f"{_SELECT}{clause} ORDER BY seq", params
+    return f"{_FAST}{clause} ORDER BY seq", params
 
 
 def verify_range(url: str, snapshot: str, lo: int | None, hi: int | None, batch: int) -> RangeResult:
@@ -132,7 +175,13 @@ def verify_range(url: str, snapshot: str, lo: int | None, hi: int | None, batch:
         with conn.cursor(name="audit_verify") as cur:
             cur.itersize = batch
             cur.execute(sql, params)
-            result = check_range(cur, batch=batch)
+
+            def reference(seq: int) -> bool:
+                # A second (unnamed) cursor on the same connection and snapshot.
+                row = conn.execute(f"{_FULL} WHERE seq = %s", (seq,)).fetchone()
+                return row is not None and _reference_ok(row)
+
+            result = check_range(cur, batch=batch, reference=reference)
         conn.rollback()
     return result
 

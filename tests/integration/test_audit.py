@@ -18,8 +18,10 @@ from cwom.audit import Actor, AuditRow
 from cwom.base import utcnow
 from tests.conftest import task_body
 
+ALICE = Actor("human", "alice")
 
-def write(factory: sessionmaker[Session], n: int, *, actor: Actor = Actor("human", "alice"), trace: str = "t1") -> None:
+
+def write(factory: sessionmaker[Session], n: int, *, actor: Actor = ALICE, trace: str = "t1") -> None:
     """n transactions, each recording two rows."""
     for i in range(n):
         with factory() as session, session.begin():
@@ -31,7 +33,7 @@ def write(factory: sessionmaker[Session], n: int, *, actor: Actor = Actor("human
                     entity_kind="issue",
                     entity_id=f"e{i}",
                     before=None if j == 0 else {"n": i},
-                    after={"n": i, "label": "ünïcode \"quoted\"\n", "f": 0.1 + 0.2, "tiny": 1e-7},
+                    after={"n": i, "label": 'ünïcode "quoted"\n', "f": 0.1 + 0.2, "tiny": 1e-7},
                     note=f"note {i}",
                     trace_id=trace,
                 )
@@ -62,7 +64,9 @@ def test_query_api_filters_and_orders(api: httpx.Client, factory: sessionmaker[S
     assert seqs == sorted(seqs, reverse=True) and len(seqs) == 10 and page["next_cursor"] is None
     by_actor = api.get("/audit", params={"actor_kind": "agent", "actor_id": "claude"}).json()["items"]
     assert len(by_actor) == 4 and {r["trace_id"] for r in by_actor} == {"t2"}
-    by_entity = api.get("/audit", params={"entity_kind": "issue", "entity_id": "e0", "action": "created"}).json()
+    by_entity = api.get(
+        "/audit", params={"entity_kind": "issue", "entity_id": "e0", "action": "created"}
+    ).json()
     assert len(by_entity["items"]) == 2
     history = api.get("/audit/entities/issue/e1").json()["items"]
     assert [r["action"] for r in history] == ["created", "updated", "created", "updated"]
@@ -70,7 +74,9 @@ def test_query_api_filters_and_orders(api: httpx.Client, factory: sessionmaker[S
     trace = api.get("/audit/traces/t2").json()["items"]
     assert len(trace) == 4 and trace[0]["seq"] < trace[-1]["seq"]
     now = utcnow()
-    assert len(api.get("/audit", params={"since": (now - timedelta(hours=1)).isoformat()}).json()["items"]) == 10
+    assert (
+        len(api.get("/audit", params={"since": (now - timedelta(hours=1)).isoformat()}).json()["items"]) == 10
+    )
     assert api.get("/audit", params={"until": (now - timedelta(hours=1)).isoformat()}).json()["items"] == []
     assert api.get("/audit", params={"cursor": "x"}).status_code == 422
 
@@ -89,7 +95,12 @@ def test_cwom_changes_appear_in_the_log(api: httpx.Client) -> None:
     task = api.post("/tasks/enqueue", json=task_body()).json()
     trace = api.get(f"/audit/traces/{task['trace_id']}").json()["items"]
     kinds = {(r["action"], r["entity_kind"]) for r in trace}
-    assert {("policy_allowed", "task"), ("created", "issue"), ("created", "run"), ("linked", "issue")} <= kinds
+    assert {
+        ("policy_allowed", "task"),
+        ("created", "issue"),
+        ("created", "run"),
+        ("linked", "issue"),
+    } <= kinds
     assert verify(api) == {"ok": True, "rows": len(trace)}
 
 
@@ -100,7 +111,9 @@ def test_clean_chain_verifies(api: httpx.Client, factory: sessionmaker[Session])
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_edited_column_is_named(api: httpx.Client, factory: sessionmaker[Session], engine: Engine, workers: int) -> None:
+def test_edited_column_is_named(
+    api: httpx.Client, factory: sessionmaker[Session], engine: Engine, workers: int
+) -> None:
     write(factory, 5)
     target = seq_row(engine, 7)
     raw(engine, "UPDATE audit_log SET actor_id = 'mallory' WHERE seq = 7")
@@ -120,11 +133,17 @@ def test_edited_json_is_named(api: httpx.Client, factory: sessionmaker[Session],
         raw(engine, "UPDATE audit_log SET after = jsonb_set(after, '{n}', '99') WHERE seq = 2")
     else:
         raw(engine, "UPDATE audit_log SET after = json_set(after, '$.n', 99) WHERE seq = 2")
-    assert verify(api)["broken"] == {"seq": 2, "id": target.id, "reason": "hash does not match the row's content"}
+    assert verify(api)["broken"] == {
+        "seq": 2,
+        "id": target.id,
+        "reason": "hash does not match the row's content",
+    }
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_deleted_row_is_named(api: httpx.Client, factory: sessionmaker[Session], engine: Engine, workers: int) -> None:
+def test_deleted_row_is_named(
+    api: httpx.Client, factory: sessionmaker[Session], engine: Engine, workers: int
+) -> None:
     write(factory, 5)
     after_gap = seq_row(engine, 5)
     raw(engine, "DELETE FROM audit_log WHERE seq = 4")
@@ -156,7 +175,9 @@ def test_swapped_rows_are_named(api: httpx.Client, factory: sessionmaker[Session
     assert body["broken"]["reason"] == "prev_hash does not match the row before"
 
 
-def test_row_past_the_head_is_reported(api: httpx.Client, factory: sessionmaker[Session], engine: Engine) -> None:
+def test_row_past_the_head_is_reported(
+    api: httpx.Client, factory: sessionmaker[Session], engine: Engine
+) -> None:
     write(factory, 2)
     raw(engine, "UPDATE audit_head SET seq = 3 WHERE id = 1")
     assert verify(api)["broken"]["seq"] == 4
@@ -187,12 +208,17 @@ def test_concurrent_writers_keep_one_chain(factory: sessionmaker[Session], engin
     with factory() as session:
         seqs = list(session.execute(select(AuditRow.seq).order_by(AuditRow.seq)).scalars())
         assert seqs == list(range(1, threads_n * txns * 2 + 1))
-        per_actor = dict(session.execute(select(AuditRow.actor_id, func.count()).group_by(AuditRow.actor_id)).all())
+        per_actor = dict(
+            session.execute(select(AuditRow.actor_id, func.count()).group_by(AuditRow.actor_id)).all()
+        )
     assert per_actor == {f"w{k}": txns * 2 for k in range(threads_n)}
 
 
 def test_cli_verify_and_tail(
-    factory: sessionmaker[Session], engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch,
+    factory: sessionmaker[Session],
+    engine: Engine,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import control_tower.cli_audit  # noqa: F401 - registers `audit`

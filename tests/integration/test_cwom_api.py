@@ -29,12 +29,22 @@ def ref(kind: str, id: str) -> dict[str, str]:
 
 def audit_rows(factory: sessionmaker[Session], entity_id: str) -> list[AuditRow]:
     with factory() as session:
-        return list(session.execute(select(AuditRow).where(AuditRow.entity_id == entity_id).order_by(AuditRow.seq)).scalars())
+        return list(
+            session.execute(
+                select(AuditRow).where(AuditRow.entity_id == entity_id).order_by(AuditRow.seq)
+            ).scalars()
+        )
 
 
 def seed(api: httpx.Client) -> dict[str, Any]:
-    repo = ok(api.post("/cwom/repos", json={"name": "app", "slug": "acme/app"}, headers={"X-Actor": "human:alice"}))
-    doctrine = ok(api.post("/cwom/doctrine-refs", json={"namespace": "acme/app", "name": "ct", "version": "1", "hash": "h1"}))
+    repo = ok(
+        api.post("/cwom/repos", json={"name": "app", "slug": "acme/app"}, headers={"X-Actor": "human:alice"})
+    )
+    doctrine = ok(
+        api.post(
+            "/cwom/doctrine-refs", json={"namespace": "acme/app", "name": "ct", "version": "1", "hash": "h1"}
+        )
+    )
     snap = ok(api.post("/cwom/constraint-snapshots", json={"time_budget_seconds": 60}))
     issue = ok(
         api.post(
@@ -52,8 +62,12 @@ def seed(api: httpx.Client) -> dict[str, Any]:
     packet = ok(
         api.post(
             "/cwom/context-packets",
-            json={"for_issue": ref("issue", issue["id"]), "summary": "s", "inputs": {"a": 1},
-                  "doctrine_refs": [ref("doctrine_ref", doctrine["id"])]},
+            json={
+                "for_issue": ref("issue", issue["id"]),
+                "summary": "s",
+                "inputs": {"a": 1},
+                "doctrine_refs": [ref("doctrine_ref", doctrine["id"])],
+            },
         )
     )
     return {"repo": repo, "doctrine": doctrine, "snap": snap, "issue": issue, "packet": packet}
@@ -71,24 +85,43 @@ def test_create_and_read_every_object(api: httpx.Client, factory: sessionmaker[S
     run = ok(
         api.post(
             "/cwom/runs",
-            json={"for_issue": ref("issue", issue["id"]), "context_packets": [ref("context_packet", packet["id"])],
-                  "doctrine_refs": [ref("doctrine_ref", s["doctrine"]["id"])], "executor": {"actor": "bob"}},
+            json={
+                "for_issue": ref("issue", issue["id"]),
+                "context_packets": [ref("context_packet", packet["id"])],
+                "doctrine_refs": [ref("doctrine_ref", s["doctrine"]["id"])],
+                "executor": {"actor": "bob"},
+            },
         )
     )
     assert run["status"] == "planned" and run["repo"] == ref("repo", repo["id"])
-    artifact = ok(api.post("/cwom/artifacts", json={"produced_by": ref("run", run["id"]), "type": "report", "title": "r"}))
+    artifact = ok(
+        api.post(
+            "/cwom/artifacts", json={"produced_by": ref("run", run["id"]), "type": "report", "title": "r"}
+        )
+    )
     assert artifact["for_issue"] == ref("issue", issue["id"])
     for path, obj in (
-        ("repos", repo), ("issues", issue), ("context-packets", packet), ("constraint-snapshots", s["snap"]),
-        ("doctrine-refs", s["doctrine"]), ("runs", run), ("artifacts", artifact),
+        ("repos", repo),
+        ("issues", issue),
+        ("context-packets", packet),
+        ("constraint-snapshots", s["snap"]),
+        ("doctrine-refs", s["doctrine"]),
+        ("runs", run),
+        ("artifacts", artifact),
     ):
         assert ok(api.get(f"/cwom/{path}/{obj['id']}"), 200)["id"] == obj["id"]
         missing = api.get(f"/cwom/{path}/{MISSING}")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
-    assert [a["id"] for a in ok(api.get("/cwom/artifacts", params={"run_id": run["id"]}), 200)["items"]] == [artifact["id"]]
+    assert [a["id"] for a in ok(api.get("/cwom/artifacts", params={"run_id": run["id"]}), 200)["items"]] == [
+        artifact["id"]
+    ]
     assert ok(api.get("/cwom/artifacts", params={"run_id": MISSING}), 200)["items"] == []
-    assert [r["id"] for r in ok(api.get("/cwom/runs", params={"issue_id": issue["id"]}), 200)["items"]] == [run["id"]]
-    assert ok(api.get("/cwom/doctrine-refs", params={"namespace": "acme/app"}), 200)["items"][0]["hash"] == "h1"
+    assert [r["id"] for r in ok(api.get("/cwom/runs", params={"issue_id": issue["id"]}), 200)["items"]] == [
+        run["id"]
+    ]
+    assert (
+        ok(api.get("/cwom/doctrine-refs", params={"namespace": "acme/app"}), 200)["items"][0]["hash"] == "h1"
+    )
     # Every create and link is audited with the actor from X-Actor (default human:api).
     repo_audit = audit_rows(factory, repo["id"])
     assert [(r.action, r.actor_kind, r.actor_id) for r in repo_audit] == [("created", "human", "alice")]
@@ -103,7 +136,9 @@ def test_duplicate_slug_and_bad_actor(api: httpx.Client) -> None:
     ok(api.post("/cwom/repos", json={"name": "app", "slug": "acme/app"}))
     dup = api.post("/cwom/repos", json={"name": "other", "slug": "acme/app"})
     assert dup.status_code == 409 and dup.json()["error"] == {
-        "code": "REPO_EXISTS", "field": "slug", "message": "repo 'acme/app' already exists"
+        "code": "REPO_EXISTS",
+        "field": "slug",
+        "message": "repo 'acme/app' already exists",
     }
     for bad in ("alice", "robot:x", "human:", "human:a b"):
         resp = api.post("/cwom/repos", json={"name": "b", "slug": "acme/b"}, headers={"X-Actor": bad})
@@ -126,12 +161,22 @@ def test_refs_to_missing_objects_are_422(api: httpx.Client, factory: sessionmake
     s = seed(api)
     cases = [
         ("/cwom/issues", {"repo": ref("repo", MISSING), "title": "t", "type": "bug"}, "repo"),
-        ("/cwom/issues", {"repo": ref("repo", s["repo"]["id"]), "title": "t", "type": "bug",
-                          "context_packets": [ref("context_packet", s["packet"]["id"]), ref("context_packet", MISSING)]},
-         "context_packets.1"),
+        (
+            "/cwom/issues",
+            {
+                "repo": ref("repo", s["repo"]["id"]),
+                "title": "t",
+                "type": "bug",
+                "context_packets": [ref("context_packet", s["packet"]["id"]), ref("context_packet", MISSING)],
+            },
+            "context_packets.1",
+        ),
         ("/cwom/context-packets", {"for_issue": ref("issue", MISSING)}, "for_issue"),
-        ("/cwom/runs", {"for_issue": ref("issue", s["issue"]["id"]), "doctrine_refs": [ref("doctrine_ref", MISSING)]},
-         "doctrine_refs.0"),
+        (
+            "/cwom/runs",
+            {"for_issue": ref("issue", s["issue"]["id"]), "doctrine_refs": [ref("doctrine_ref", MISSING)]},
+            "doctrine_refs.0",
+        ),
         ("/cwom/artifacts", {"produced_by": ref("run", MISSING), "type": "log", "title": "t"}, "produced_by"),
     ]
     before = len(ok(api.get("/cwom/issues"), 200)["items"])
@@ -141,15 +186,23 @@ def test_refs_to_missing_objects_are_422(api: httpx.Client, factory: sessionmake
         assert resp.json()["error"]["code"] == "REF_NOT_FOUND" and resp.json()["error"]["field"] == field
     # Nothing of a refused request is left behind (the issue row was flushed before the bad link).
     assert len(ok(api.get("/cwom/issues"), 200)["items"]) == before
-    wrong_kind = api.post("/cwom/issues", json={"repo": ref("issue", s["issue"]["id"]), "title": "t", "type": "bug"})
+    wrong_kind = api.post(
+        "/cwom/issues", json={"repo": ref("issue", s["issue"]["id"]), "title": "t", "type": "bug"}
+    )
     assert wrong_kind.status_code == 422 and wrong_kind.json()["error"]["code"] == "REF_KIND_MISMATCH"
 
 
 def test_issue_patch_and_transitions(api: httpx.Client, factory: sessionmaker[Session]) -> None:
     issue = seed(api)["issue"]
     url = f"/cwom/issues/{issue['id']}"
-    patched = ok(api.patch(url, json={"title": "Better", "status": "in_progress", "note": "go"},
-                           headers={"X-Actor": "agent:claude"}), 200)
+    patched = ok(
+        api.patch(
+            url,
+            json={"title": "Better", "status": "in_progress", "note": "go"},
+            headers={"X-Actor": "agent:claude"},
+        ),
+        200,
+    )
     assert patched["title"] == "Better" and patched["status"] == "in_progress"
     ok(api.patch(url, json={"status": "done"}), 200)
     bad = api.patch(url, json={"status": "blocked"})
@@ -179,7 +232,10 @@ def test_run_patch_only_cancels(api: httpx.Client, factory: sessionmaker[Session
         resp = api.patch(url, json={"status": status})
         assert resp.status_code == 409 and resp.json()["error"]["code"] == "INVALID_TRANSITION", status
     # A concurrent worker move between read and write wins: the compare-and-set refuses to overwrite it.
-    cancelled = ok(api.patch(url, json={"status": "cancelled", "note": "not needed"}, headers={"X-Actor": "human:op"}), 200)
+    cancelled = ok(
+        api.patch(url, json={"status": "cancelled", "note": "not needed"}, headers={"X-Actor": "human:op"}),
+        200,
+    )
     assert cancelled["status"] == "cancelled" and cancelled["ended_at"] is not None
     assert ok(api.get(f"/tasks/{task['task_id']}"), 200)["status"] == "cancelled"
     again = api.patch(url, json={"status": "queued"})
@@ -194,7 +250,9 @@ def test_run_cancel_does_not_overwrite_a_worker_move(
     api: httpx.Client, factory: sessionmaker[Session], db_url: str
 ) -> None:
     if db_url.startswith("sqlite"):
-        pytest.skip("on SQLite every transaction holds the write lock from its first statement: no interleaving")
+        pytest.skip(
+            "on SQLite every transaction holds the write lock from its first statement: no interleaving"
+        )
     from cwom.audit import Actor
     from cwom.enums import RunStatus
     from cwom.errors import ConcurrentUpdate
@@ -206,7 +264,9 @@ def test_run_cancel_does_not_overwrite_a_worker_move(
         assert run.status == "queued"
         # The worker claims the run after this session read it.
         with factory() as worker, worker.begin():
-            worker.execute(update(RunRow).where(RunRow.id == run_id).values(status="running", version=RunRow.version + 1))
+            worker.execute(
+                update(RunRow).where(RunRow.id == run_id).values(status="running", version=RunRow.version + 1)
+            )
         try:
             transition_run(session, run_id=run_id, status=RunStatus.CANCELLED, actor=Actor("human", "op"))
         except ConcurrentUpdate:
@@ -222,10 +282,18 @@ def test_lists_are_keyset_paginated_newest_first(api: httpx.Client) -> None:
     repo = ok(api.post("/cwom/repos", json={"name": "app", "slug": "acme/app"}))
     other = ok(api.post("/cwom/repos", json={"name": "web", "slug": "acme/web"}))
     ids = [
-        ok(api.post("/cwom/issues", json={"repo": ref("repo", repo["id"]), "title": f"i{i}", "type": "chore"}))["id"]
+        ok(
+            api.post(
+                "/cwom/issues", json={"repo": ref("repo", repo["id"]), "title": f"i{i}", "type": "chore"}
+            )
+        )["id"]
         for i in range(5)
     ]
-    ok(api.post("/cwom/issues", json={"repo": ref("repo", other["id"]), "title": "elsewhere", "type": "chore"}))
+    ok(
+        api.post(
+            "/cwom/issues", json={"repo": ref("repo", other["id"]), "title": "elsewhere", "type": "chore"}
+        )
+    )
     ok(api.patch(f"/cwom/issues/{ids[0]}", json={"status": "blocked"}), 200)
     seen: list[str] = []
     cursor = None
@@ -261,8 +329,13 @@ def test_context_packet_versions(api: httpx.Client) -> None:
 def test_artifact_idempotency_key(api: httpx.Client) -> None:
     s = seed(api)
     run = ok(api.post("/cwom/runs", json={"for_issue": ref("issue", s["issue"]["id"])}))
-    body = {"produced_by": ref("run", run["id"]), "type": "pr", "title": "PR", "idempotency_key": "pr-1",
-            "verification": {"status": "passed", "checks": [{"name": "ci"}]}}
+    body = {
+        "produced_by": ref("run", run["id"]),
+        "type": "pr",
+        "title": "PR",
+        "idempotency_key": "pr-1",
+        "verification": {"status": "passed", "checks": [{"name": "ci"}]},
+    }
     first = ok(api.post("/cwom/artifacts", json=body))
     assert first["verification"] == {"status": "passed", "checks": [{"name": "ci"}]}
     dup = api.post("/cwom/artifacts", json=body)
@@ -275,8 +348,13 @@ def test_stored_objects_give_back_the_task(api: httpx.Client, factory: sessionma
     from cwom.task_adapter import cwom_to_task
     from policy import TaskCreateV1
 
-    body = task_body(inputs={"command": "make", "env": {"A": "1"}}, metadata={"k": [1, 2]}, priority=7,
-                     idempotency_key="rt-1", target={"repo": "acme/app", "ref": "dev", "path": "src"})
+    body = task_body(
+        inputs={"command": "make", "env": {"A": "1"}},
+        metadata={"k": [1, 2]},
+        priority=7,
+        idempotency_key="rt-1",
+        target={"repo": "acme/app", "ref": "dev", "path": "src"},
+    )
     task = ok(api.post("/tasks/enqueue", json=body))
     ids = task["cwom"]
     with factory() as session:
@@ -284,6 +362,8 @@ def test_stored_objects_give_back_the_task(api: httpx.Client, factory: sessionma
             repo_slug=ok(api.get(f"/cwom/repos/{ids['repo_id']}"), 200)["slug"],
             issue=snapshot(session.get_one(IssueRow, ids["issue_id"])),
             context_packet=snapshot(session.get_one(ContextPacketRow, ids["context_packet_id"])),
-            constraint_snapshot=snapshot(session.get_one(ConstraintSnapshotRow, ids["constraint_snapshot_id"])),
+            constraint_snapshot=snapshot(
+                session.get_one(ConstraintSnapshotRow, ids["constraint_snapshot_id"])
+            ),
         )
     assert back == TaskCreateV1.model_validate(task["task"])

@@ -84,14 +84,22 @@ def test_mapping_rules() -> None:
         }
     )
     draft = task_to_cwom(task, policy_version="sha256:p")
-    assert draft.repo == {"name": "app", "slug": "acme/app", "source_system": "github", "default_branch": "main"}
+    assert draft.repo == {
+        "name": "app",
+        "slug": "acme/app",
+        "source_system": "github",
+        "default_branch": "main",
+    }
     assert draft.issue["type"] == IssueType.DOC and draft.issue["priority"] == Priority.P0
     assert draft.issue["title"] == "Write the docs"
     assert draft.issue["description"] == "Write the docs\nwith details"
     assert draft.issue["acceptance"] == {"criteria": ["Write the docs\nwith details"]}
     assert draft.context_packet["inputs"] == {"files": ["README.md"]}
     assert draft.constraint_snapshot == {
-        "time_budget_seconds": 120, "allow_network": True, "allow_secrets": False, "tool_limits": {},
+        "time_budget_seconds": 120,
+        "allow_network": True,
+        "allow_secrets": False,
+        "tool_limits": {},
         "policy_version": "sha256:p",
     }
     assert draft.run["status"] == "queued" and draft.run["mode"] == "agent"
@@ -102,8 +110,12 @@ def test_operations_map_to_issue_types_and_ops_runs_as_system() -> None:
     expected = {"code_change": "feature", "docs": "doc", "analysis": "research", "ops": "ops"}
     for op, issue_type in expected.items():
         task = TaskCreateV1.model_validate(
-            {"requested_by": {"kind": "system", "id": "s"}, "objective": "x", "operation": op,
-             "target": {"repo": "acme/app"}}
+            {
+                "requested_by": {"kind": "system", "id": "s"},
+                "objective": "x",
+                "operation": op,
+                "target": {"repo": "acme/app"},
+            }
         )
         draft = task_to_cwom(task, policy_version="v")
         assert draft.issue["type"] == issue_type
@@ -112,7 +124,14 @@ def test_operations_map_to_issue_types_and_ops_runs_as_system() -> None:
 
 def test_priority_bands_and_titles() -> None:
     assert [priority_band(p) for p in (0, 25, 26, 75, 76, 150, 151, 1000)] == [
-        Priority.P0, Priority.P0, Priority.P1, Priority.P1, Priority.P2, Priority.P2, Priority.P3, Priority.P3,
+        Priority.P0,
+        Priority.P0,
+        Priority.P1,
+        Priority.P1,
+        Priority.P2,
+        Priority.P2,
+        Priority.P3,
+        Priority.P3,
     ]
     long = "x" * (TITLE_MAX + 50)
     assert len(issue_title(long)) == TITLE_MAX and issue_title(long).endswith("…")
