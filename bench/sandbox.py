@@ -1,0 +1,71 @@
+"""Sandbox overhead per command: the bwrap tier running `true` beside a plain subprocess.run(["true"])."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+# Run as a script, bench/ is first on sys.path and bench/worker.py would shadow the worker package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from worker.sandbox import BwrapSandbox, NoSandbox, SandboxLimits, probe_sandbox
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest-rank."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))]
+
+
+def measure(fn: Callable[[], object], n: int) -> list[float]:
+    """Wall time of n calls in ms, after a few warm-up calls."""
+    for _ in range(5):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=200)
+    args = parser.parse_args()
+    box = probe_sandbox("bwrap")
+    assert isinstance(box, BwrapSandbox)
+    ws = Path(tempfile.mkdtemp(prefix="sandbox-bench-"))
+    limits = SandboxLimits(wall_seconds=30)
+    no_cgroup = BwrapSandbox(box.bwrap, None)
+    bare = box.command(["true"], ws, False, {"PATH": "/usr/bin:/bin"})[0]
+    cases: list[tuple[str, Callable[[], object]]] = [
+        ("plain subprocess.run(['true'])", lambda: subprocess.run(["true"], check=True)),
+        ("bwrap argv via subprocess.run", lambda: subprocess.run(bare, check=True, env={})),
+        ("none tier (cgroup+rlimits+caps)", lambda: NoSandbox(box.cgroups).run(["true"], workspace=ws,
+                                                                                limits=limits)),
+        ("bwrap tier without cgroup", lambda: no_cgroup.run(["true"], workspace=ws, limits=limits)),
+        ("bwrap tier (full)", lambda: box.run(["true"], workspace=ws, limits=limits)),
+    ]
+    cgroup = box.describe()["cgroup"]
+    print(f"sandbox bench: N={args.n}, cgroup={cgroup}")
+    results: dict[str, list[float]] = {}
+    for name, fn in cases:
+        results[name] = samples = measure(fn, args.n)
+        print(f"  {name:34s} p50 {pct(samples, 50):7.2f} ms  p95 {pct(samples, 95):7.2f} ms  "
+              f"mean {statistics.fmean(samples):7.2f} ms")
+    plain, full = results[cases[0][0]], results[cases[-1][0]]
+    over50, over95 = pct(full, 50) - pct(plain, 50), pct(full, 95) - pct(plain, 95)
+    print(f"bwrap tier vs plain: ratio p50 {pct(full, 50) / pct(plain, 50):.1f}x; "
+          f"overhead p50 {over50:.2f} ms, p95 {over95:.2f} ms per command (target < 30 ms): "
+          f"{'OK' if over50 < 30 else 'OVER TARGET'}")
+
+
+if __name__ == "__main__":
+    main()
