@@ -41,7 +41,7 @@ def serve_in_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def wait_http(url: str, timeout: float = 15.0) -> None:
+def wait_http(url: str, timeout: float = 60.0) -> None:
     """Wait until GET url answers 200."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
