@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "control_tower.cli_github",
     "worker.service",  # registers the in-process worker that `serve` starts
     "worker.cli_runs",  # `trace RUN_ID` and the /runs routes
+    "worker.cli_replay",  # `replay RUN_ID`: the agent step against its recorded model responses
 )
 
 

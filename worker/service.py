@@ -31,7 +31,7 @@ def no_executor(claim: Claim, control: RunControl) -> None:
 
 
 def load_executor(settings: Settings, factory: sessionmaker[Session]) -> Executor:
-    """`worker.executor.build_executor(settings, factory)`, or `no_executor` when that module is absent."""
+    """`worker.executor.build_executor` with every playbook, or `no_executor` when that module is absent."""
     try:
         module = importlib.import_module("worker.executor")
     except ModuleNotFoundError as exc:
@@ -39,7 +39,13 @@ def load_executor(settings: Settings, factory: sessionmaker[Session]) -> Executo
             raise
         log.warning("worker.no_executor")
         return no_executor
-    executor: Executor = module.build_executor(settings, factory)
+    # The AI playbooks (code_change, docs, analysis) on top of the built-in ones.
+    from worker.ai_playbooks import ai_runners, register_ai_playbooks
+    from worker.playbooks import default_registry
+
+    executor: Executor = module.build_executor(
+        settings, factory, registry=register_ai_playbooks(default_registry()), runners=ai_runners()
+    )
     return executor
 
 

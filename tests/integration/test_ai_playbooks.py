@@ -15,14 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-pytest.importorskip(
-    "worker.sandbox",
-    reason="worker/sandbox.py has not landed yet: the agent's bash tool and verify run only in the sandbox",
-)
-
-from control_tower.settings import Settings  # noqa: E402
-from tests.conftest import make_settings  # noqa: E402
-from tests.fakes.anthropic_server import (  # noqa: E402
+from control_tower.settings import Settings
+from tests.conftest import make_settings
+from tests.fakes.anthropic_server import (
     FakeAnthropic,
     Reply,
     overloaded,
@@ -31,14 +26,14 @@ from tests.fakes.anthropic_server import (  # noqa: E402
     text,
     tool_use,
 )
-from tests.fakes.git_remote import make_bare_repo  # noqa: E402
-from tests.support.runs import artifacts, drain, enqueue, run_row, steps  # noqa: E402
-from worker.ai_playbooks import ai_runners, register_ai_playbooks  # noqa: E402
-from worker.executor import build_executor  # noqa: E402
-from worker.playbooks import default_registry  # noqa: E402
-from worker.queue import Executor  # noqa: E402
-from worker.replay import replay_run  # noqa: E402
-from worker.sandbox import probe_sandbox  # noqa: E402
+from tests.fakes.git_remote import make_bare_repo
+from tests.support.runs import artifacts, drain, enqueue, run_row, steps
+from worker.ai_playbooks import ai_runners, register_ai_playbooks
+from worker.executor import build_executor
+from worker.playbooks import default_registry
+from worker.queue import Executor
+from worker.replay import replay_run
+from worker.sandbox import probe_sandbox
 
 API_KEY = "sk-ant-api03-playbook-test-key-never-leaks-0123456789"
 APP = "def answer():\n    return 41\n"
@@ -116,7 +111,8 @@ def coding_script() -> list[Reply]:
                         "toolu_03")], input_tokens=1100, output_tokens=40),
         Reply([tool_use("bash", {"command": "sh test.sh"}, "toolu_04")], input_tokens=1200),
         Reply([tool_use("git_diff", {}, "toolu_05")], input_tokens=1300),
-        Reply([text("Done."), tool_use("finish", {"summary": "answer() returns 42; tests pass."}, "toolu_06")],
+        Reply([text("Done."),
+               tool_use("finish", {"summary": "answer() returns 42; tests pass."}, "toolu_06")],
               input_tokens=1400, output_tokens=30),
     ]
 
@@ -193,7 +189,8 @@ def test_replay_reproduces_the_recorded_run_and_detects_a_changed_one(
     assert (report["recorded_tool_calls"], report["model_calls_left"]) == (6, 0)
     assert len(fake.requests) == served  # no API call
 
-    env = {**os.environ, "TRACE_ROOT": str(settings.trace_root), "WORKSPACE_ROOT": str(settings.workspace_root),
+    env = {**os.environ, "TRACE_ROOT": str(settings.trace_root),
+           "WORKSPACE_ROOT": str(settings.workspace_root),
            "GIT_BASE_URL": settings.git_base_url, "DATABASE_URL": db_url, "ANTHROPIC_API_KEY": ""}
     cli = [sys.executable, "-m", "worker.cli", "replay", run_id]
     done = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=120, check=False)
@@ -229,7 +226,8 @@ def test_escapes_are_refused_and_recorded(
                  Reply([tool_use("finish", {"summary": "tried"}, "toolu_fin")]))
     run_id = run_code_change(settings, factory, verify="true")
 
-    results = {e["data"]["tool_use_id"]: e["data"] for e in events(settings, run_id) if e["type"] == "tool.result"}
+    evs = events(settings, run_id)
+    results = {e["data"]["tool_use_id"]: e["data"] for e in evs if e["type"] == "tool.result"}
     assert results["toolu_x0"]["code"] == "PATH_OUTSIDE_WORKSPACE" and results["toolu_x0"]["refused"]
     assert results["toolu_x2"]["code"] == "PATH_OUTSIDE_WORKSPACE" and results["toolu_x2"]["refused"]
     assert results["toolu_x3"]["code"] == "PATH_NOT_ALLOWED" and results["toolu_x3"]["refused"]
@@ -265,7 +263,9 @@ def test_docs_task_that_edits_python_fails_path_not_allowed(
     assert not (Path(settings.trace_root) / run_id / "diff.patch").exists()
 
 
-def test_docs_task_editing_markdown_completes(db_url: str, tmp_path: Path, factory: sessionmaker[Session]) -> None:
+def test_docs_task_editing_markdown_completes(
+    db_url: str, tmp_path: Path, factory: sessionmaker[Session]
+) -> None:
     settings = ai_settings(db_url, tmp_path, mock_ai_seed=3)
     run_id = enqueue(factory, settings, **task("docs", "Describe the service in docs/guide.md"))
     drain(factory, settings, executor(settings, factory))
@@ -294,7 +294,8 @@ def test_transient_error_succeeds_after_one_retry(
     db_url: str, tmp_path: Path, factory: sessionmaker[Session]
 ) -> None:
     settings = ai_settings(db_url, tmp_path, mock_ai_mode="transient_error")
-    run_id = enqueue(factory, settings, **task("code_change", "Document README.md", verify="python3 -c 'import app'"))
+    body = task("code_change", "Document README.md", verify="python3 -c 'import app'")
+    run_id = enqueue(factory, settings, **body)
     drain(factory, settings, executor(settings, factory))
     run = run_row(factory, run_id)
     assert (run.status, run.error_code) == ("done", None), run.error_message
@@ -306,7 +307,9 @@ def test_transient_error_succeeds_after_one_retry(
     assert run.telemetry["ai"]["retries"] == 2 and run.telemetry["ai"]["errors"] == 0
 
 
-@pytest.mark.parametrize(("operation", "code"), [("code_change", "AI_TIMEOUT"), ("docs", "TIME_BUDGET_EXCEEDED")])
+@pytest.mark.parametrize(
+    ("operation", "code"), [("code_change", "AI_TIMEOUT"), ("docs", "TIME_BUDGET_EXCEEDED")]
+)
 def test_timeout_fails_the_step_within_its_limit(
     db_url: str, tmp_path: Path, factory: sessionmaker[Session], operation: str, code: str
 ) -> None:
