@@ -102,3 +102,14 @@ def test_git_commit_inside_the_sandbox_fails(
     events = [json.loads(line) for line in lines]
     finished = next(e for e in events if e["type"] == "command.finished")
     assert finished["data"]["exit_code"] != 0 and "ead-only" in finished["data"]["stderr_tail"]
+
+
+def test_ten_mib_of_output_is_capped_not_stored_whole(
+    wsettings: Settings, factory: sessionmaker[Session]
+) -> None:
+    run_id, _, _ = run_ops(wsettings, factory, "head -c 10485760 /dev/zero | tr '\\0' a; echo")
+    shell = next(s for s in steps(factory, run_id) if s["step_id"] == "shell")
+    assert shell["output"]["stdout_bytes"] == 10 * 1024 * 1024 + 1
+    assert shell["output"]["truncated"] is True
+    log = Path(wsettings.trace_root) / run_id / "steps/2-shell/stdout.log"
+    assert 0 < log.stat().st_size <= 1 << 20
