@@ -337,3 +337,28 @@ def test_analysis_writes_report_artifact_with_read_only_tools(
     assert "What does app.py return?" in report and "Mock agent" in report
     assert artifacts(factory, run_id)["report"].title == "report.md"
     assert "patch" not in artifacts(factory, run_id)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "code"),
+    [({"max_turns": 2}, "AGENT_TURN_LIMIT"), ({"max_tokens": 1500}, "AGENT_TOKEN_LIMIT"),
+     ({"max_cost_usd": 0.002}, "COST_LIMIT")],
+)
+def test_agent_limits_end_the_step_with_their_code(
+    db_url: str, tmp_path: Path, factory: sessionmaker[Session], fake: FakeAnthropic,
+    inputs: dict[str, Any], code: str,
+) -> None:
+    settings = claude_settings(db_url, tmp_path, fake)
+    # 1000 prompt tokens a turn: the token limit is passed on turn 2, the cost ($0.002 = 1000 tokens at
+    # $2/M) on turn 1; the script never finishes on its own.
+    fake.enqueue(*[Reply([tool_use("list_dir", {"path": "."}, f"toolu_l{n}")], input_tokens=1000,
+                         output_tokens=1) for n in range(5)])
+    run_id = enqueue(factory, settings, **task("docs", "List the files", **inputs))
+    drain(factory, settings, executor(settings, factory))
+    run = run_row(factory, run_id)
+    assert (run.status, run.error_code) == ("failed", code)
+    agent = step_map(factory, run_id)["agent"]
+    assert agent["error_code"] == code and agent["output"]["stop_code"] == code
+    stop = next(e["data"] for e in events(settings, run_id) if e["type"] == "agent.stop")
+    assert stop["stop_code"] == code and stop["turns"] <= 2
+    assert "diff_check" not in step_map(factory, run_id)
