@@ -120,7 +120,7 @@ class CgroupManager:
 
     def create(self, *, memory_bytes: int, pids: int, cpu_cores: float) -> RunCgroup:
         """A fresh child cgroup with the run's limits written."""
-        name = f"run-{uuid.uuid4().hex[:12]}"
+        name = f"run-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         quota = max(1000, int(cpu_cores * CPU_PERIOD_US))
         if self.version == 2:
             d = self.parents[""] / name
@@ -153,6 +153,16 @@ class CgroupManager:
             run.destroy()
             raise
         return run
+
+
+def sweep(manager: CgroupManager) -> None:
+    """Remove empty run cgroups whose worker process is gone (a crash between create and destroy)."""
+    for parent in manager.parents.values():
+        for d in parent.glob("run-*"):
+            owner = d.name.split("-")[1]
+            if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                with contextlib.suppress(OSError):
+                    d.rmdir()
 
 
 def _probe_v2(mount: str) -> CgroupManager | None:
@@ -206,5 +216,9 @@ def probe_cgroups() -> CgroupManager | None:
         if fstype == "cgroup2":
             manager = _probe_v2(mount)
             if manager is not None:
+                sweep(manager)
                 return manager
-    return _probe_v1(mounts)
+    manager = _probe_v1(mounts)
+    if manager is not None:
+        sweep(manager)
+    return manager
