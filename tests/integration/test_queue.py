@@ -456,7 +456,7 @@ def test_serve_runs_the_in_process_worker(settings: Settings, engine: Engine) ->
             run_id = created.json()["cwom"]["run_id"]
             factory = app.state.session_factory
             if with_worker:
-                wait_for(lambda f=factory, r=run_id: run_row(f, r).status != "queued")  # type: ignore[misc]
+                wait_for(lambda f=factory, r=run_id: run_row(f, r).status != "queued", 60)  # type: ignore[misc]
             else:
                 time.sleep(0.5)
                 assert run_row(factory, run_id).status == "queued"
