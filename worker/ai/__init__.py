@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.ai.anthropic_provider import AnthropicProvider
+
 from worker.ai.agent import AgentLimits, AgentResult, StopCode, ToolCallRecord, run_agent
-from worker.ai.anthropic_provider import AnthropicProvider
 from worker.ai.factory import build_provider
 from worker.ai.generate import ai_generate
 from worker.ai.mock_provider import MockMode, MockProvider
@@ -62,3 +66,12 @@ __all__ = [
     "estimate_cost_usd",
     "run_agent",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The anthropic SDK takes seconds to import; only a process that talks to it pays for that.
+    if name == "AnthropicProvider":
+        from worker.ai.anthropic_provider import AnthropicProvider
+
+        return AnthropicProvider
+    raise AttributeError(name)

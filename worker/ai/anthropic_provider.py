@@ -8,58 +8,16 @@ from typing import Any, cast
 
 import anthropic
 
-from worker.ai.providers import DEFAULT_MODEL, AICode, AIError, AIRequest, AIResponse, ContentBlock
+from worker.ai.providers import DEFAULT_MODEL, AICode, AIError, AIRequest, AIResponse
 from worker.ai.retry import RetryPolicy, TransientAIError, call_with_retries
+from worker.ai.wire import blocks_from_raw, response_from_raw
+
+__all__ = ["AnthropicProvider", "blocks_from_raw", "response_from_raw"]
 
 # Status codes the API documents as transient: request timeout, lock conflict, rate limit, overload, 5xx.
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 # A stream that already answered 200 can still fail with an `error` event; its type says if it is transient.
 _TRANSIENT_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
-
-
-def blocks_from_raw(raw_content: list[Any]) -> list[ContentBlock]:
-    """Content blocks in the shape the API accepts back in the next request."""
-    blocks: list[ContentBlock] = []
-    for item in raw_content:
-        if not isinstance(item, dict):
-            continue
-        kind = item.get("type")
-        if kind == "text":
-            blocks.append({"type": "text", "text": str(item.get("text", ""))})
-        elif kind == "tool_use":
-            blocks.append(
-                {
-                    "type": "tool_use",
-                    "id": item.get("id"),
-                    "name": item.get("name"),
-                    "input": item.get("input"),
-                }
-            )
-        else:
-            blocks.append({k: v for k, v in item.items() if v is not None})
-    return blocks
-
-
-def response_from_raw(
-    raw: dict[str, Any], *, provider: str, latency_ms: float, retry_count: int, fallback_model: str
-) -> AIResponse:
-    """An AIResponse from a Messages API response body."""
-    usage = raw.get("usage") or {}
-    prompt = int(usage.get("input_tokens") or 0)
-    prompt += int(usage.get("cache_creation_input_tokens") or 0) + int(
-        usage.get("cache_read_input_tokens") or 0
-    )
-    return AIResponse(
-        content=blocks_from_raw(list(raw.get("content") or [])),
-        stop_reason=str(raw.get("stop_reason") or ""),
-        tokens_prompt=prompt,
-        tokens_output=int(usage.get("output_tokens") or 0),
-        latency_ms=latency_ms,
-        retry_count=retry_count,
-        model=str(raw.get("model") or fallback_model),
-        provider=provider,
-        raw=raw,
-    )
 
 
 def _retry_after_s(headers: Any) -> float | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from worker.ai.anthropic_provider import AnthropicProvider
 from worker.ai.mock_provider import MockMode, MockProvider
 from worker.ai.openai_provider import DEFAULT_OPENAI_MODEL, OpenAIProvider
 from worker.ai.providers import DEFAULT_MODEL, AICode, AIError, AIProvider
@@ -27,6 +26,8 @@ def build_provider(
     if choice == "anthropic":
         if not api_key:
             raise AIError(AICode.AI_CONFIG_INVALID, "the anthropic provider needs ANTHROPIC_API_KEY")
+        from worker.ai.anthropic_provider import AnthropicProvider  # the SDK is slow to import
+
         return AnthropicProvider(
             api_key=api_key,
             base_url=base_url or None,

@@ -10,10 +10,10 @@ import time
 from enum import StrEnum
 from typing import Any
 
-from worker.ai.anthropic_provider import response_from_raw
 from worker.ai.providers import AICode, AIError, AIRequest, AIResponse, ContentBlock, Message
 from worker.ai.retry import RetryPolicy, TransientAIError, call_with_retries
 from worker.ai.schema_gen import generate_valid, generate_violation
+from worker.ai.wire import response_from_raw
 
 MOCK_MODEL = "mock"
 NOTE_FILE = "CONTROL_TOWER.md"

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from worker.ai.anthropic_provider import response_from_raw
 from worker.ai.providers import AICode, AIError, AIRequest, AIResponse, ContentBlock, Message
 from worker.ai.retry import RetryPolicy, TransientAIError, call_with_retries
+from worker.ai.wire import response_from_raw
 
 DEFAULT_OPENAI_MODEL = "gpt-5"
 _STOP_REASONS = {

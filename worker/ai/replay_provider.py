@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.ai.anthropic_provider import blocks_from_raw, response_from_raw
 from worker.ai.providers import AICode, AIError, AIRequest, AIResponse, last_user_tool_results
+from worker.ai.wire import blocks_from_raw, response_from_raw
 
 
 @dataclass(frozen=True)
