@@ -22,6 +22,9 @@ from policy.redaction import Redactor
 from worker import checkout as co
 from worker.ai_runtime import record_ai_cost
 from worker.artifacts import record_artifact
+from worker.github.context import GitHubContext
+from worker.github.hooks import GitHubHooks, PublishSpec
+from worker.github.status import StatusView
 from worker.playbooks import PlaybookRegistry, PlaybookRequest, default_registry
 from worker.queue import Claim, Executor, LostLease, RunControl
 from worker.run_steps import StepStatus, begin_step, completed_step_ids, end_step
@@ -51,6 +54,7 @@ class Loaded:
     approvals: list[dict[str, Any]]
     completed: set[str]
     approval_reasons: list[str]
+    created_at: str = ""
 
 
 class _Stop(Exception):
@@ -69,13 +73,17 @@ class RunExecutor:
         sandbox_info: dict[str, Any],
         registry: PlaybookRegistry | None = None,
         runners: Runners | None = None,
+        github: GitHubHooks | None = None,
     ) -> None:
+        self.github = github
         self.settings = settings
         self.factory = factory
         self.sandbox = sandbox
         self.sandbox_info = sandbox_info
         self.registry = registry or default_registry()
-        self.runners = runners or builtin_runners()
+        self.runners = dict(runners or builtin_runners())
+        if github is not None:
+            self.runners["publish"] = self._run_publish
         self.redactor = Redactor(named=settings.secret_values())
 
     def __call__(self, claim: Claim, control: RunControl) -> None:
@@ -133,11 +141,17 @@ class RunExecutor:
     # -- the run --------------------------------------------------------------------------------------
 
     def _execute(self, ctx: StepContext, loaded: Loaded, started_at: Any, t0: float) -> None:
+        gh = self._github_start(ctx, loaded)
+        if isinstance(gh, StepOutcome):
+            self._finish(ctx, [], gh, started_at, t0, pending=[])
+            return
         try:
-            steps = self.registry.build(PlaybookRequest(loaded.task, bool(loaded.approval_reasons)))
+            steps = self.registry.build(PlaybookRequest(ctx.task, bool(loaded.approval_reasons)))
         except ControlTowerError as exc:
             self._finish(ctx, [], StepOutcome.failed(exc.code, exc.message), started_at, t0, pending=[])
             return
+        if gh is not None and ctx.task.get("operation") != "analysis":
+            steps = [*steps, PublishSpec()]
         pending: list[Write] = []
         outcome = StepOutcome(StepStatus.COMPLETED)
         results: list[dict[str, Any]] = []
@@ -278,8 +292,9 @@ class RunExecutor:
         pending.append(artifacts)
         ai = ctx.publish_info.get("ai")
         if ai:  # AI token/cost totals of this attempt onto the CWOM Run's `cost`
-            pending.append(lambda s: record_ai_cost(s, run_id=ctx.claim.run_id, attempt=ctx.claim.attempt,
-                                                    totals=ai))
+            pending.append(
+                lambda s: record_ai_cost(s, run_id=ctx.claim.run_id, attempt=ctx.claim.attempt, totals=ai)
+            )
         t1 = time.perf_counter()
         self._flush(ctx, pending)
         moved = ctx.queue.transition(
@@ -288,12 +303,15 @@ class RunExecutor:
             error_code=outcome.error_code,
             error_message=outcome.error_message,
             outputs=outputs or None,
-            telemetry={"timings_ms": {k: round(v, 2) for k, v in ctx.timings.items()},
-                       **({"ai": ai} if ai else {})},
+            telemetry={
+                "timings_ms": {k: round(v, 2) for k, v in ctx.timings.items()},
+                **({"ai": ai} if ai else {}),
+            },
         )
         ctx.timed("db", t1)
         if not moved:
             raise _Stop
+        self._github_status(ctx, status.value, outcome, results)
         log.info(
             "run.finished",
             run_id=ctx.claim.run_id,
@@ -312,7 +330,88 @@ class RunExecutor:
             ctx.trace.finalize(
                 self._manifest_fields(ctx, RunStatus.CANCELLED.value, outcome, started_at, utcnow())
             )
+            self._github_status(ctx, RunStatus.CANCELLED.value, outcome, [])
         log.info("run.stopped", run_id=ctx.claim.run_id, reason=reason)
+
+    # -- GitHub ---------------------------------------------------------------------------------------
+
+    def _github_start(self, ctx: StepContext, loaded: Loaded) -> GitHubContext | StepOutcome | None:
+        """For GitHub runs: 👀, live permission, the repository's doctrine; a refusal fails the run."""
+        gh = self.github.context(ctx.task) if self.github is not None else None
+        if gh is None or self.github is None:
+            return None
+        ctx.publish_info["github"] = gh
+        ctx.publish_info["commit_date"] = loaded.created_at
+        try:
+            doctrine = self.github.start(
+                ctx=gh,
+                run_id=ctx.claim.run_id,
+                task=ctx.task,
+                trace_id=ctx.claim.trace_id,
+                session_scope=lambda: ctx.queue.fenced(ctx.claim),
+            )
+        except LostLease as exc:
+            raise _Stop from exc
+        except ControlTowerError as exc:
+            ctx.trace.event("github.refused", exc.to_dict())
+            return StepOutcome.failed(exc.code, exc.message)
+        if doctrine is not None:
+            ctx.publish_info["doctrine"] = doctrine
+            metadata = dict(ctx.task.get("metadata") or {})
+            metadata["doctrine"] = doctrine.model_dump(
+                mode="json", exclude={"operations", "approval_required"}
+            )
+            ctx.task = {**ctx.task, "metadata": metadata}
+            if ctx.task.get("operation") in doctrine.approval_operations():
+                loaded.approval_reasons.append(f"doctrine:{gh.repo}")
+            ctx.trace.event("doctrine.loaded", {"hash": doctrine.content_hash, "repo": gh.repo})
+        self._github_status(ctx, RunStatus.RUNNING.value, None, [])
+        return gh
+
+    def _github_status(
+        self, ctx: StepContext, status: str, outcome: StepOutcome | None, results: list[dict[str, Any]]
+    ) -> None:
+        gh = ctx.publish_info.get("github")
+        if self.github is None or not isinstance(gh, GitHubContext):
+            return
+        ai = ctx.publish_info.get("ai") or {}
+        summary = ctx.publish_info.get("report_markdown") or ctx.publish_info.get("agent_summary")
+        view = StatusView(
+            run_id=ctx.claim.run_id,
+            status=status,
+            operation=str(ctx.task.get("operation", "")),
+            trace_url=self.github.trace_url(ctx.claim.run_id),
+            summary=str(summary) if summary else None,
+            error_code=outcome.error_code if outcome is not None else None,
+            error_message=outcome.error_message if outcome is not None else None,
+            steps=[(str(r["step_id"]), str(r["status"])) for r in results],
+            pull_url=ctx.publish_info.get("pull_url"),
+            tokens_prompt=ai.get("tokens_prompt"),
+            tokens_output=ai.get("tokens_output"),
+            cost_usd=ai.get("cost_usd"),
+        )
+        self.github.status(ctx=gh, view=view, issue_id=ctx.issue_id, trace_id=ctx.claim.trace_id)
+
+    def _run_publish(self, ctx: StepContext, spec: Any) -> StepOutcome:
+        gh = ctx.publish_info.get("github")
+        if self.github is None or not isinstance(gh, GitHubContext):
+            return StepOutcome(StepStatus.SKIPPED, {"reason": "not a GitHub run"})
+        number = gh.issue_number
+        title = str(ctx.task.get("objective") or "Control Tower changes").splitlines()[0][:120]
+        body_parts = [f"Closes #{number}.", "", f"Run `{ctx.claim.run_id}` by Control Tower."]
+        if ctx.publish_info.get("plan_markdown"):
+            body_parts += ["", "## Plan", "", str(ctx.publish_info["plan_markdown"])]
+        if ctx.publish_info.get("agent_summary"):
+            body_parts += ["", "## Summary", "", str(ctx.publish_info["agent_summary"])]
+        body_parts += ["", f"Trace: {self.github.trace_url(ctx.claim.run_id)}"]
+        output = self.github.publish(
+            ctx=gh,
+            step_ctx=ctx,
+            doctrine=ctx.publish_info.get("doctrine"),
+            title=title,
+            body=ctx.redactor.redact_text("\n".join(body_parts)),
+        )
+        return StepOutcome(StepStatus.COMPLETED, output)
 
     # -- database -------------------------------------------------------------------------------------
 
@@ -397,6 +496,7 @@ class RunExecutor:
             approvals=[a for a in approvals if isinstance(a, dict)],
             completed=completed,
             approval_reasons=reasons,
+            created_at=run.created_at.isoformat(),
         )
 
     def _manifest_fields(
@@ -426,8 +526,12 @@ def probe(requested: str) -> tuple[Sandbox | None, dict[str, Any]]:
     try:
         sandbox = probe_sandbox(requested)
     except SandboxUnavailable as exc:
-        info: dict[str, Any] = {"tier": None, "available": False, "requested": requested,
-                                "error": exc.message}
+        info: dict[str, Any] = {
+            "tier": None,
+            "available": False,
+            "requested": requested,
+            "error": exc.message,
+        }
         log.warning("worker.sandbox", **info)
         return None, info
     info = {**sandbox.describe(), "requested": requested}
@@ -441,6 +545,7 @@ def build_executor(
     *,
     registry: PlaybookRegistry | None = None,
     runners: Runners | None = None,
+    github: GitHubHooks | None = None,
 ) -> Executor:
     """The executor for this worker process; the sandbox tier is probed once, here, and logged."""
     usable, info = probe(settings.sandbox)
@@ -451,4 +556,5 @@ def build_executor(
         sandbox_info=info,
         registry=registry,
         runners=runners,
+        github=github,
     )

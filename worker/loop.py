@@ -7,8 +7,9 @@ import queue as queue_mod
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -32,6 +33,14 @@ class _Active:
     control: RunControl
 
 
+class Companion(Protocol):
+    """A background job that lives as long as the worker (e.g. the GitHub command pump)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Worker:
     """Claims queued runs and executes them; survives database outages; drains on `stop()`."""
 
@@ -49,7 +58,9 @@ class Worker:
         reap_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         backoff_max: float = 5.0,
+        companions: Sequence[Companion] = (),
     ) -> None:
+        self.companions = list(companions)
         self.queue = queue
         self.executor = executor
         self.worker_id = worker_id or default_worker_id()
@@ -89,11 +100,15 @@ class Worker:
             thread.start()
         if self.notifier is not None:
             self.notifier.start(self._on_run, self._on_cancel)
+        for companion in self.companions:
+            companion.start()
         log.info("worker.started", worker_id=self.worker_id, concurrency=self.concurrency)
         try:
             self._dispatch(until_idle)
             self._drain()
         finally:
+            for companion in self.companions:
+                companion.stop()
             if self.notifier is not None:
                 self.notifier.close()
             for _ in range(self.concurrency):
@@ -202,8 +217,11 @@ class Worker:
             try:
                 if self._stopping.is_set():
                     # Claimed but not started when the drain began: hand it straight back.
-                    self._retrying(lambda i=item: self.queue.transition(  # type: ignore[misc]
-                        i.claim, RunStatus.QUEUED, note="released: worker shutting down"))
+                    self._retrying(
+                        lambda i=item: self.queue.transition(  # type: ignore[misc]
+                            i.claim, RunStatus.QUEUED, note="released: worker shutting down"
+                        )
+                    )
                     continue
                 self._execute(item)
             finally:

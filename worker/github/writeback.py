@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,7 @@ def publish(
     author_email: str,
     push_url: str,
     commit_date: str,
+    before_pull: Callable[[], None] = lambda: None,
 ) -> Published:
     """Commit to `tower/<run-id>`, push it outside the sandbox (hooks off), open one draft PR."""
     branch = f"tower/{run_id}"
@@ -248,6 +250,7 @@ def publish(
         _git(workspace, *safe, "push", "--force", push_url, f"HEAD:refs/heads/{branch}")
     except subprocess.CalledProcessError as exc:
         raise PushFailed(message=f"push to {branch} failed (exit {exc.returncode})") from exc
+    before_pull()
     pull = client.find_or_create_pull(ctx.owner, ctx.name, branch, base_branch, title, body, draft=True)
     return Published(branch, commit, pull)
 
