@@ -218,3 +218,26 @@ def record_ai_cost(session: Session, *, run_id: str, attempt: int, totals: Mappi
         }
     )
     run.cost = cost
+
+
+def totals_line(totals: Mapping[str, Any] | None) -> str:
+    """One Markdown line with the run's AI totals, for the status comment and the PR body."""
+    if not totals:
+        return "_No model calls._"
+    return (
+        f"_AI: {int(totals.get('calls') or 0)} model calls, {int(totals.get('turns') or 0)} agent turns, "
+        f"{int(totals.get('tokens_total') or 0)} tokens ({int(totals.get('tokens_prompt') or 0)} prompt, "
+        f"{int(totals.get('tokens_output') or 0)} output), {int(totals.get('retries') or 0)} retries, "
+        f"est. ${float(totals.get('cost_usd') or 0):.4f}._"
+    )
+
+
+def pr_description(task: Mapping[str, Any], publish_info: Mapping[str, Any], *, run_id: str) -> str:
+    """The draft PR body: objective, the agent's summary, the plan and the AI totals (Markdown)."""
+    parts = [f"**Objective:** {str(task.get('objective', '')).strip()}", ""]
+    if publish_info.get("agent_summary"):
+        parts += ["## Summary", "", str(publish_info["agent_summary"]).strip(), ""]
+    if publish_info.get("plan_markdown"):
+        parts += [str(publish_info["plan_markdown"]).strip(), ""]
+    parts += ["---", totals_line(publish_info.get("ai")), f"<sub>Control Tower run `{run_id}`</sub>"]
+    return "\n".join(parts) + "\n"

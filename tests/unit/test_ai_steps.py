@@ -9,7 +9,7 @@ import pytest
 
 from worker.ai import READ_ONLY_TOOLS
 from worker.ai_playbooks import analysis_playbook, code_change_playbook, docs_playbook
-from worker.ai_runtime import AITotals, doctrine_of, verify_command
+from worker.ai_runtime import AITotals, doctrine_of, pr_description, totals_line, verify_command
 from worker.ai_specs import AgentSpec, DiffCheckSpec, PlanSpec, ReportSpec, VerifySpec
 from worker.ai_steps import is_docs_path, plan_markdown, refused_paths
 from worker.playbooks import InvalidInputs, PlaybookRequest
@@ -136,3 +136,15 @@ def test_agent_segment_takes_the_last_agent_run() -> None:
     assert tool_calls(segment) == [{"name": "b", "input": {"p": 1}, "is_error": True}]
     with pytest.raises(ReplayError):
         agent_segment(events, "other")
+
+
+def test_pr_description_and_totals_line() -> None:
+    info = {"agent_summary": "Fixed it.", "plan_markdown": "## Plan\n\n1. a\n",
+            "ai": {"calls": 7, "turns": 6, "tokens_total": 120, "tokens_prompt": 100, "tokens_output": 20,
+                   "retries": 2, "cost_usd": 0.0123}}
+    body = pr_description({"objective": "Make it pass"}, info, run_id="RUN1")
+    assert body.startswith("**Objective:** Make it pass\n")
+    assert "## Summary\n\nFixed it.\n" in body and "## Plan\n\n1. a\n" in body
+    assert "7 model calls, 6 agent turns, 120 tokens (100 prompt, 20 output), 2 retries, est. $0.0123" in body
+    assert body.rstrip().endswith("`RUN1`</sub>")
+    assert totals_line(None) == "_No model calls._"
