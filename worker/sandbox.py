@@ -175,10 +175,13 @@ class _Runner:
                     ("none (RLIMIT_NPROC is ignored for root)" if as_root else "rlimit_nproc"),
             "cpu": "cgroup" if self.cgroups is not None else "none",
             "rlimits": ["RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CORE=0"],
-            "kill": "pid namespace + process group + cgroup" if self.cgroups is not None
-                    else "process group",
+            "kill": self.kill_mechanism(),
             "output_over_cap": "dropped and counted, process keeps running",
         }
+
+    def kill_mechanism(self) -> str:
+        """How the whole tree is killed (a setsid'd descendant escapes a bare process-group kill)."""
+        return "process group + cgroup" if self.cgroups is not None else "process group only"
 
     def describe(self) -> dict[str, object]:
         """The tier and its mechanisms, written into every trace."""
@@ -292,6 +295,10 @@ class BwrapSandbox(_Runner):
     def __init__(self, bwrap: str, cgroups: CgroupManager | None) -> None:
         super().__init__(cgroups)
         self.bwrap = bwrap
+
+    def kill_mechanism(self) -> str:
+        """bwrap's pid namespace dies with its pid 1, so nothing inside outlives the run."""
+        return "pid namespace + " + super().kill_mechanism()
 
     def describe(self) -> dict[str, object]:
         """The tier, its namespaces and mounts, and the limit mechanisms."""
