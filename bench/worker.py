@@ -262,7 +262,11 @@ def bench_latency(url: str, samples: int) -> dict[str, float]:
     print(f"  intake.submit (one transaction):     {summary_ms(submit)}")
     print(f"  enqueue call -> executor start:      {summary_ms(from_call)}")
     print(f"  enqueue commit -> executor start:    {summary_ms(from_commit)}")
-    return {"p50_ms": pct(from_call, 50) * 1000, "p95_ms": pct(from_call, 95) * 1000}
+    return {
+        "p50_ms": pct(from_commit, 50) * 1000,
+        "p95_ms": pct(from_commit, 95) * 1000,
+        "call_p50_ms": pct(from_call, 50) * 1000,
+    }
 
 
 def bench_ct_queue(url: str, runs: int, processes: int, concurrency: int, tuned: bool = False) -> float:
@@ -373,7 +377,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"  ct {sqlite_rate:.0f} runs/s, ct+ {sqlite_tuned:.0f} runs/s")
 
     print("\nsummary:")
-    print(f"  start latency p50 {latency['p50_ms']:.1f} ms (target < 20 ms), p95 {latency['p95_ms']:.1f} ms")
+    print(f"  start latency (commit -> executor) p50 {latency['p50_ms']:.1f} ms (target < 20 ms), "
+          f"p95 {latency['p95_ms']:.1f} ms; from the enqueue call p50 {latency['call_p50_ms']:.1f} ms")
     top = max(results)
     ct, ctp, raw, pgq = results[top]
     print(f"  {top} processes: control tower {ct:.0f}/s (tuned {ctp:.0f}/s) vs pgqueuer {pgq:.0f}/s "
