@@ -515,6 +515,7 @@ class RunExecutor:
             "ended_at": ended_at,
             "duration_ms": round((ended_at - started_at).total_seconds() * 1000, 1),
             "sandbox": self.sandbox_info,
+            "sandbox_limits": ctx.publish_info.get("sandbox_limits", {}),
             "timings_ms": {k: round(v, 2) for k, v in ctx.timings.items()},
             "commit": ctx.checkout.commit if ctx.checkout else None,
             "tokens": ctx.publish_info.get("ai"),  # AI totals: tokens, cost, calls, turns, latency

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -169,12 +170,14 @@ def run_shell(ctx: StepContext, spec: ShellSpec) -> StepOutcome:
     if ctx.workspace is None:
         return StepOutcome.failed("NO_WORKSPACE", "the shell step needs a checkout first")
     limits = SandboxLimits(wall_seconds=spec.timeout_seconds)
+    ctx.publish_info.setdefault("sandbox_limits", {})[spec.id] = dataclasses.asdict(limits)
     ctx.trace.event(
         "command.started",
         {
             "argv": ["sh", "-c", spec.command],
             "network": spec.allow_network,
             "timeout_seconds": spec.timeout_seconds,
+            "limits": dataclasses.asdict(limits),
         },
         step_id=spec.id,
     )

@@ -77,6 +77,7 @@ def test_ops_run_completes_with_diff_artifacts_and_manifest(
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "done" and manifest["attempt"] == 1
     assert manifest["sandbox"]["tier"]
+    assert manifest["sandbox_limits"]["shell"]["wall_seconds"] == 60
     recorded = {f["path"]: f["sha256"] for f in manifest["files"]}
     on_disk = {
         f["path"]: f["sha256"]
