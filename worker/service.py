@@ -46,7 +46,7 @@ def load_executor(settings: Settings, factory: sessionmaker[Session], **extra: A
     from worker.playbooks import default_registry
 
     executor: Executor = module.build_executor(
-        settings, factory, registry=register_ai_playbooks(default_registry()), runners=ai_runners()
+        settings, factory, registry=register_ai_playbooks(default_registry()), runners=ai_runners(), **extra
     )
     return executor
 
