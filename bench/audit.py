@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
+import resource
 import sys
 import threading
 import time
@@ -144,6 +146,12 @@ def load(db_name: str, corpus: Corpus) -> None:
     with psycopg.connect(f"{PG_BASE}/{db_name}", autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE audit_log")
     print(f"loaded {corpus.rows:,} rows in {time.perf_counter() - t0:.1f} s")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the verify helpers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def timed(fn: Callable[[], object], n: int) -> list[float]:
@@ -299,18 +307,22 @@ def main() -> None:
         upgrade(engine)
         load(name, corpus)
         factory = make_sessionmaker(engine, info={"redactor": Redactor()})
-        print(f"queries ({args.requests} requests each, page of 50, service functions):")
+        print(f"queries ({args.requests} requests each, page of 50, service functions); "
+              f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:")
         p95s = bench_queries(factory, corpus, args.requests)
         if args.explain:
             explain(engine, corpus)
         if args.http:
             bench_http(engine, url, corpus, args.requests)
         timings = []
-        for _ in range(3):
+        for workers in (None, 1, None):
+            before = cpu_seconds()
             t = time.perf_counter()
-            result = audit_query.verify(engine)
+            result = audit_query.verify(engine, workers=workers)
             timings.append(time.perf_counter() - t)
             assert result.ok, result
+            print(f"verify (workers={workers or 'auto'}): {timings[-1]:.2f} s wall, "
+                  f"{cpu_seconds() - before:.2f} s client CPU; load {os.getloadavg()[0]:.1f}")
         print(f"verify {result.rows:,} rows: best {min(timings):.2f} s, worst {max(timings):.2f} s")
         config = PolicyConfig(allowed_repo_prefixes=("acme",))
         intake_rate(factory, config, tasks=100, cwom=True)  # warm-up: pool, caches, the repo row

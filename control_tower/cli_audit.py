@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 from sqlalchemy import select
 
@@ -25,8 +26,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=float, default=1.0, help="tail --follow: poll interval (s)")
 
 
-def _line(row: AuditRow) -> str:
-    return json.dumps(snapshot(row), default=str, sort_keys=True)
+def _line(row: Any) -> str:
+    values = row._asdict() if hasattr(row, "_asdict") else snapshot(row)
+    return json.dumps(values, default=str, sort_keys=True)
 
 
 @command("audit", "verify the audit hash chain, or tail the audit log", _configure)

@@ -113,6 +113,8 @@ def update_issue(session: Session, *, issue_id: str, body: IssueUpdate, actor: A
     # Lock the row so two PATCHes cannot both pass the transition check from the same status.
     session.refresh(row, with_for_update=True)
     changes = body.model_dump(exclude_unset=True, exclude={"note", "status"}, mode="json")
+    # An explicit null only clears what may be empty; for the other fields it means "no change".
+    changes = {k: v for k, v in changes.items() if v is not None or k == "external_ref"}
     before = {k: getattr(row, k) for k in changes if getattr(row, k) != changes[k]}
     after = {k: changes[k] for k in before}
     if body.status is not None and body.status.value != row.status:

@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
+from sqlalchemy import Row
 
 from control_tower.api.deps import EngineDep, SessionDep
 from control_tower.api.pagination import decode_cursor, encode_cursor
 from cwom import audit_query
-from cwom.audit import AuditRow
 from cwom.audit_query import AuditFilter
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -62,7 +62,7 @@ def _seq(cursor: str | None) -> int | None:
     return int(decode_cursor(cursor, 1)[0]) if cursor else None
 
 
-def _page(rows: list[AuditRow], limit: int) -> AuditPage:
+def _page(rows: list[Row[Any]], limit: int) -> AuditPage:
     items = [AuditOut.model_validate(r, from_attributes=True) for r in rows]
     return AuditPage(items=items, next_cursor=encode_cursor(rows[-1].seq) if len(rows) == limit else None)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 from typing import Any
@@ -12,7 +15,6 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_tower.cli import main as cli_main
 from cwom import audit, audit_query
 from cwom.audit import Actor, AuditRow
 from cwom.base import utcnow
@@ -214,23 +216,23 @@ def test_concurrent_writers_keep_one_chain(factory: sessionmaker[Session], engin
     assert per_actor == {f"w{k}": txns * 2 for k in range(threads_n)}
 
 
-def test_cli_verify_and_tail(
-    factory: sessionmaker[Session],
-    engine: Engine,
-    db_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    import control_tower.cli_audit  # noqa: F401 - registers `audit`
+def cli(db_url: str, *args: str) -> tuple[int, str]:
+    """Run `control-tower` as a process (it configures logging globally, so not in this one)."""
+    env = {**os.environ, "DATABASE_URL": db_url}
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    return proc.returncode, proc.stdout
 
-    monkeypatch.setenv("DATABASE_URL", db_url)
+
+def test_cli_verify_and_tail(factory: sessionmaker[Session], engine: Engine, db_url: str) -> None:
     write(factory, 3)
-    assert cli_main(["audit", "verify"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"ok": True, "rows": 6}
-    assert cli_main(["audit", "tail", "-n", "2"]) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines() if x.startswith("{")]
-    assert [row["seq"] for row in lines] == [5, 6]
+    code, out = cli(db_url, "audit", "verify")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1]) == {"ok": True, "rows": 6}
+    code, out = cli(db_url, "audit", "tail", "-n", "2")
+    lines = [json.loads(x) for x in out.strip().splitlines() if x.startswith("{")]
+    assert code == 0 and [row["seq"] for row in lines] == [5, 6]
     raw(engine, "UPDATE audit_log SET note = 'x' WHERE seq = 1")
-    assert cli_main(["audit", "verify"]) == 1
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["ok"] is False and out["broken"]["seq"] == 1
+    code, out = cli(db_url, "audit", "verify")
+    verdict = json.loads(out.strip().splitlines()[-1])
+    assert code == 1 and verdict["ok"] is False and verdict["broken"]["seq"] == 1

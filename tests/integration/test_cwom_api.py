@@ -220,6 +220,9 @@ def test_issue_patch_and_transitions(api: httpx.Client, factory: sessionmaker[Se
     actors = [(r.actor_kind, r.actor_id) for r in rows if r.action in ("updated", "status_changed")]
     assert actors == [("agent", "claude"), ("agent", "claude"), ("human", "api"), ("human", "api")]
     assert api.patch(url, json={"status": "nonsense"}).status_code == 422
+    assert ok(api.patch(url, json={"title": None, "external_ref": "gh#1"}), 200)["title"] == "Better"
+    extra = api.patch(url, json={"repo_id": "x"})
+    assert extra.status_code == 422 and extra.json()["error"]["field"] == "repo_id"
     assert api.patch(f"/cwom/issues/{MISSING}", json={"title": "x"}).status_code == 404
 
 
