@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import time
@@ -102,6 +103,28 @@ def plan_markdown(plan: dict[str, Any]) -> str:
         lines += ["", "**Risks:**"]
         lines += [f"- ({r.get('severity', '?')}) {r.get('risk', '')}" for r in risks if isinstance(r, dict)]
     return "\n".join(lines) + "\n"
+
+
+def recorded_result(ctx: StepContext, step_id: str) -> dict[str, Any] | None:
+    """A step's completed result.json from this run's trace (it may have run in an earlier attempt)."""
+    for folder in sorted((ctx.trace.path / "steps").glob(f"*-{step_id}"), reverse=True):
+        try:
+            result = json.loads((folder / "result.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(result, dict) and result.get("status") == "completed":
+            return result
+    return None
+
+
+def restore_plan(ctx: StepContext, step_id: str = "plan") -> None:
+    """Put a plan made in an earlier attempt (its step is skipped now) back into publish_info."""
+    if "plan" in ctx.publish_info:
+        return
+    result = recorded_result(ctx, step_id)
+    if result and isinstance(result.get("plan"), dict):
+        ctx.publish_info["plan"] = result["plan"]
+        ctx.publish_info["plan_markdown"] = plan_markdown(result["plan"])
 
 
 # -- plan -------------------------------------------------------------------------------------------
@@ -229,6 +252,7 @@ def run_agent_step(ctx: StepContext, spec: AgentSpec, provider: AIProvider | Non
     deadline = deadline_of(ctx, spec.budget_seconds)
     if deadline <= time.monotonic():
         return StepOutcome.failed("TIME_BUDGET_EXCEEDED", "no time left in the run's budget for the agent")
+    restore_plan(ctx)
     bash: BashRunner | None = None
     if "bash" in spec.tools:
         if ctx.sandbox is None:
@@ -381,16 +405,8 @@ def run_diff_check(ctx: StepContext, spec: DiffCheckSpec) -> StepOutcome:
 
 def _recorded_summary(ctx: StepContext, step_id: str) -> str | None:
     """The agent's summary from its result.json (when the agent ran in an earlier attempt)."""
-    import json
-
-    for folder in sorted((ctx.trace.path / "steps").glob(f"*-{step_id}")):
-        try:
-            result = json.loads((folder / "result.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(result, dict) and result.get("status") == "completed" and result.get("summary"):
-            return str(result["summary"])
-    return None
+    result = recorded_result(ctx, step_id)
+    return str(result["summary"]) if result and result.get("summary") else None
 
 
 def render_report(ctx: StepContext, summary: str) -> str:

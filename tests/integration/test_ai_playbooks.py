@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_tower.settings import Settings
+from cwom.audit import Actor
 from tests.conftest import make_settings
 from tests.fakes.anthropic_server import (
     FakeAnthropic,
@@ -27,7 +29,7 @@ from tests.fakes.anthropic_server import (
     tool_use,
 )
 from tests.fakes.git_remote import make_bare_repo
-from tests.support.runs import artifacts, drain, enqueue, run_row, steps
+from tests.support.runs import artifacts, drain, enqueue, make_queue, run_row, steps, wait_for
 from worker.ai_playbooks import ai_runners, register_ai_playbooks
 from worker.executor import build_executor
 from worker.playbooks import default_registry
@@ -362,3 +364,24 @@ def test_agent_limits_end_the_step_with_their_code(
     stop = next(e["data"] for e in events(settings, run_id) if e["type"] == "agent.stop")
     assert stop["stop_code"] == code and stop["turns"] <= 2
     assert "diff_check" not in step_map(factory, run_id)
+
+
+def test_cancel_stops_the_agent_before_its_next_model_call(
+    db_url: str, tmp_path: Path, factory: sessionmaker[Session], fake: FakeAnthropic
+) -> None:
+    settings = ai_settings(db_url, tmp_path, ai_provider="anthropic", anthropic_api_key=API_KEY,
+                           anthropic_base_url=fake.url, worker_lease_seconds=3)
+    fake.enqueue(*[Reply([tool_use("list_dir", {"path": "."}, f"toolu_c{n}")], delay_s=0.3)
+                   for n in range(60)])
+    run_id = enqueue(factory, settings, **task("docs", "Keep listing"))
+    worker = threading.Thread(target=drain, args=(factory, settings, executor(settings, factory)))
+    worker.start()
+    wait_for(lambda: run_row(factory, run_id).current_step == "agent" and len(fake.requests) >= 2)
+    make_queue(factory, settings).cancel(run_id, actor=Actor("human", "alice"), note="stop")
+    cancelled_at = time.monotonic()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert time.monotonic() - cancelled_at < 10
+    assert run_row(factory, run_id).status == "cancelled"
+    assert len(fake.requests) < 40
+    assert [e["type"] for e in events(settings, run_id)][-1] == "run.stopped"

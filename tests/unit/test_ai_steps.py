@@ -148,3 +148,25 @@ def test_pr_description_and_totals_line() -> None:
     assert "7 model calls, 6 agent turns, 120 tokens (100 prompt, 20 output), 2 retries, est. $0.0123" in body
     assert body.rstrip().endswith("`RUN1`</sub>")
     assert totals_line(None) == "_No model calls._"
+
+
+def test_a_plan_from_an_earlier_attempt_is_restored(tmp_path: Path) -> None:
+    import json
+    from types import SimpleNamespace
+    from typing import cast
+
+    from worker.ai_steps import restore_plan
+    from worker.steps import StepContext
+
+    plan = {"steps": ["a"], "files": [], "risks": []}
+    for n, status in ((2, "completed"), (9, "failed")):
+        folder = tmp_path / "steps" / f"{n}-plan"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({"status": status, "plan": plan if n == 2 else None}))
+    ctx = cast(StepContext, SimpleNamespace(publish_info={}, trace=SimpleNamespace(path=tmp_path)))
+    restore_plan(ctx)
+    assert ctx.publish_info == {"plan": plan, "plan_markdown": "## Plan\n\n1. a\n"}
+    fresh = cast(StepContext, SimpleNamespace(publish_info={"plan": {"steps": ["b"]}},
+                                              trace=SimpleNamespace(path=tmp_path)))
+    restore_plan(fresh)
+    assert fresh.publish_info == {"plan": {"steps": ["b"]}}
