@@ -97,6 +97,35 @@ def _round(url: str, root: Path, base: str, runs: int, concurrency: int) -> dict
     }
 
 
+def _floor(root: Path, base: str, n: int = 20) -> dict[str, float]:
+    """Each external piece of a run alone, median ms: what bounds the rate before any orchestration."""
+    import subprocess
+    import threading
+
+    from worker.checkout import clone, remove_workspace, workspace_diff
+    from worker.sandbox import SandboxLimits, probe_sandbox
+
+    sandbox = probe_sandbox("auto")
+    samples: dict[str, list[float]] = {"git clone": [], "sandbox true": [], "plain subprocess true": [],
+                                       "diff (unchanged)": []}
+    for i in range(n):
+        dest = root / "floor" / str(i)
+        t = time.perf_counter()
+        clone(base, "acme/app", "main", dest)
+        samples["git clone"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        sandbox.run(["true"], workspace=dest, limits=SandboxLimits(wall_seconds=30), cancel=threading.Event())
+        samples["sandbox true"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        subprocess.run(["true"], check=True)
+        samples["plain subprocess true"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        workspace_diff(dest)
+        samples["diff (unchanged)"].append(time.perf_counter() - t)
+        remove_workspace(dest)
+    return {k: statistics.median(v) * 1000 for k, v in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=200)
@@ -105,6 +134,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="ct-bench-runs-"))
     make_bare_repo(root / "remote", "acme/app", FILES)
     base = f"file://{root / 'remote'}"
+    floor = _floor(root, base)
+    print("alone, median ms: " + "  ".join(f"{k} {v:.1f}" for k, v in floor.items()))
     backends = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     results: list[dict[str, Any]] = []
     for backend in backends:
@@ -124,7 +155,7 @@ def main() -> None:
                 f"({result['done']}/{result['runs']} done in {result['seconds']:.1f} s)  "
                 f"median ms per run: {phases}"
             )
-    print(json.dumps(results, indent=2))
+    print(json.dumps({"floor_ms": floor, "rounds": results}, indent=2))
 
 
 if __name__ == "__main__":

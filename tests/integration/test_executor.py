@@ -235,3 +235,21 @@ def test_a_stale_claim_writes_nothing(wsettings: Settings, factory: sessionmaker
     assert run_row(factory, run_id).status == "cancelled"
     assert steps(factory, run_id) == []
     assert artifacts(factory, run_id) == {}
+
+
+def test_doctrine_requiring_approval_makes_the_run_wait(
+    wsettings: Settings, factory: sessionmaker[Session]
+) -> None:
+    from cwom.tables import DoctrineRefRow, run_doctrine_refs
+
+    run_id = enqueue(factory, wsettings, **ops("echo hi > out.txt"))
+    with factory() as session, session.begin():
+        ref = DoctrineRefRow(namespace="acme/app", name=".github/control-tower.yml", version="1",
+                             hash="sha256:x", content={"approval_required": ["ops"]})
+        session.add(ref)
+        session.flush()
+        session.execute(run_doctrine_refs.insert().values(run_id=run_id, doctrine_ref_id=ref.id))
+    drain(factory, wsettings, build_executor(wsettings, factory))
+    assert run_row(factory, run_id).status == "waiting"
+    policy = json.loads((trace_dir(wsettings, run_id) / "policy.json").read_text())
+    assert policy["approval_required"] is True and policy["approval_reasons"] == ["doctrine:acme/app"]
