@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,19 @@ def test_ten_mib_of_output_is_capped_not_stored_whole(
     assert shell["output"]["truncated"] is True
     log = Path(wsettings.trace_root) / run_id / "steps/2-shell/stdout.log"
     assert 0 < log.stat().st_size <= 1 << 20
+
+
+@pytest.mark.xfail(strict=True, reason="bwrap binds / read-only: what the worker can read stays readable")
+def test_a_key_file_the_worker_holds_is_not_readable(
+    wsettings: Settings, factory: sessionmaker[Session]
+) -> None:
+    # Outside /tmp, /root, /run, /home (tmpfs in the sandbox), like a real GITHUB_APP_PRIVATE_KEY_PATH.
+    folder = Path(tempfile.mkdtemp(prefix="ct-key-", dir="/var/tmp"))
+    key = folder / "app-key.pem"
+    key.write_text("KEY-MATERIAL-ONLY-THE-WORKER-MAY-READ\n")
+    key.chmod(0o600)
+    try:
+        _, out, _ = run_ops(wsettings, factory, f"cat {key} || echo unreadable")
+    finally:
+        shutil.rmtree(folder)
+    assert out == "unreadable\n"
