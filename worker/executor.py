@@ -159,7 +159,9 @@ class RunExecutor:
             ctx.n = n
             if ctx.control.cancelled.is_set():
                 raise _Stop
-            if spec.id in loaded.completed and spec.type != "checkout":
+            # Only decisions carry over to a new attempt: every other step's effect lives in the
+            # workspace, which a new attempt starts afresh, so those steps run again.
+            if spec.id in loaded.completed and spec.type == "approval":
                 pending.append(
                     self._step_write(
                         ctx,
