@@ -234,9 +234,11 @@ def bench_http(engine: Engine, url: str, corpus: Corpus, n: int) -> None:
     import httpx
 
     from control_tower.api.app import create_app
+    from control_tower.logs import configure_logging
     from control_tower.settings import Settings
     from tests.support.servers import serve_in_thread
 
+    configure_logging("WARNING")  # one log line per request would be most of what is measured
     settings = Settings(environment="test", database_url=url, _env_file=None)  # type: ignore[call-arg]
     app = create_app(settings, engine=engine)
     rng = random.Random(11)
