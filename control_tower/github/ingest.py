@@ -164,6 +164,18 @@ def _submit_run(
     outcome["tasks"].append(
         {"task_id": accepted.task.id, "run_id": accepted.task.run_id, "duplicate": not accepted.created}
     )
+    if accepted.created and accepted.task.run_id is not None:
+        # The worker posts the run's status comment ("queued") right away; the run edits it later.
+        _queue_command(
+            factory,
+            plan,
+            delivery_id,
+            run.semantic_key + ":announce",
+            "announce",
+            accepted.task.run_id,
+            run.metadata["github"].get("comment_id"),
+            {"commands": []},
+        )
 
 
 def _queue_command(

@@ -22,7 +22,7 @@ from cwom.tables import RunRow
 from tests.conftest import make_settings
 from tests.fakes.github_server import FakeGitHub, running_fake_github
 from tests.fakes.github_webhooks import issue_comment_payload
-from worker.github.commands import CommandProcessor
+from worker.github.commands import CommandProcessor, Outcome
 from worker.queue import RunQueue
 
 REPO = "acme/app"
@@ -74,6 +74,14 @@ def comment(factory: sessionmaker[Session], settings: Settings, body: str, sende
     )
 
 
+def next_reply(processor: CommandProcessor) -> Outcome | None:
+    """The outcome of the next command, past the "queued" announcements each new run queues."""
+    while True:
+        out = processor.run_once()
+        if out is None or out.reply not in ("queued", "skipped: the run already reports its own status"):
+            return out
+
+
 def newest_run(factory: sessionmaker[Session]) -> RunRow:
     with factory() as session:
         return session.execute(select(RunRow).order_by(RunRow.id.desc()).limit(1)).scalar_one()
@@ -82,21 +90,21 @@ def newest_run(factory: sessionmaker[Session]) -> RunRow:
 def test_status_cancel_and_replies(
     factory: sessionmaker[Session], gh_settings: Settings, fake: FakeGitHub, processor: CommandProcessor
 ) -> None:
-    assert processor.run_once() is None
+    assert next_reply(processor) is None
     comment(factory, gh_settings, "/tower run ops make fmt")
     comment(factory, gh_settings, "/tower status")
-    out = processor.run_once()
+    out = next_reply(processor)
     assert out is not None and out.status == "done"
     run = newest_run(factory)
     assert f"Run `{run.id}` (ops) is **queued**" in out.reply
     comment(factory, gh_settings, "/tower cancel")
-    assert processor.run_once().status == "done"  # type: ignore[union-attr]
+    assert next_reply(processor).status == "done"  # type: ignore[union-attr]
     assert newest_run(factory).status == "cancelled"
-    replies = [c["body"] for c in fake.comments(REPO, 9)]
+    replies = [c["body"] for c in fake.comments(REPO, 9) if "control-tower:run=" not in c["body"]]
     assert len(replies) == 2 and "cancelled by @alice" in replies[1]
     # Approving a run that is not waiting is answered with the reason, not a crash.
     comment(factory, gh_settings, "/tower approve ship it")
-    assert "RUN_NOT_WAITING" in processor.run_once().reply  # type: ignore[union-attr]
+    assert "RUN_NOT_WAITING" in next_reply(processor).reply  # type: ignore[union-attr]
 
 
 def test_reader_is_refused_and_audited(
@@ -104,7 +112,7 @@ def test_reader_is_refused_and_audited(
 ) -> None:
     comment(factory, gh_settings, "/tower run ops ls")
     comment(factory, gh_settings, "/tower cancel", sender="rita")
-    out = processor.run_once()
+    out = next_reply(processor)
     assert out is not None and out.status == "refused"
     assert "PERMISSION_DENIED" in out.reply and "read" in out.reply
     assert newest_run(factory).status == "queued"
@@ -125,7 +133,7 @@ def test_permission_api_failure_fails_closed(
     comment(factory, gh_settings, "/tower run ops ls")
     comment(factory, gh_settings, "/tower cancel")
     fake.inject("GET", r"/repos/acme/app/collaborators/.*/permission", *[server_error(502)] * 10)
-    out = processor.run_once()
+    out = next_reply(processor)
     assert out is not None and out.status == "refused"
     assert newest_run(factory).status == "queued"
 
@@ -136,20 +144,24 @@ def test_retry_and_help_and_refusal(
     comment(factory, gh_settings, "/tower run ops ls")
     first = newest_run(factory)
     comment(factory, gh_settings, "/tower retry")
-    out = processor.run_once()
+    out = next_reply(processor)
     assert out is not None and "Retrying as run" in out.reply
     assert newest_run(factory).id != first.id
     comment(factory, gh_settings, "/tower dance")
-    assert "UNKNOWN_COMMAND" in processor.run_once().reply  # type: ignore[union-attr]
+    assert "UNKNOWN_COMMAND" in next_reply(processor).reply  # type: ignore[union-attr]
     comment(factory, gh_settings, "/tower run deploy now")
-    assert "INVALID_OPERATION" in processor.run_once().reply  # type: ignore[union-attr]
+    assert "INVALID_OPERATION" in next_reply(processor).reply  # type: ignore[union-attr]
     # Every command is answered exactly once, even if processed again.
     with factory() as session:
         assert (
             session.execute(
-                select(func.count()).select_from(CommandRow).where(CommandRow.status == "done")
+                select(func.count())
+                .select_from(CommandRow)
+                .where(CommandRow.status == "done", CommandRow.kind != "announce")
             ).scalar_one()
             == 3
         )
         assert session.execute(select(func.count()).select_from(TaskRow)).scalar_one() == 2
-    assert len(fake.comments(REPO, 9)) == 3
+    assert len([c for c in fake.comments(REPO, 9) if "control-tower:run=" not in c["body"]]) == 3
+    # The run started by the comment got its one status comment ("queued") from its announcement.
+    assert len([c for c in fake.comments(REPO, 9) if "control-tower:run=" in c["body"]]) == 1

@@ -24,6 +24,7 @@ from cwom.tables import RunRow
 from policy import PolicyError, TaskCreateV1
 from policy.errors import ControlTowerError
 from worker.github.context import GitHubContext
+from worker.github.status import StatusView, render_status
 from worker.github.writeback import authorize
 
 log = get_logger(__name__)
@@ -113,6 +114,8 @@ class CommandProcessor:
     def process(self, row: CommandRow) -> Outcome:
         """Check permission, act, reply (the reply is posted at most once per command)."""
         owner, name = row.repo.split("/", 1)
+        if row.kind == "announce":
+            return self._announce(row, owner, name)
         if row.kind in ("help", "refusal"):
             text = f"{row.text}\n\n{HELP}" if row.kind == "help" else f"Refused: {row.text}"
             self.client.post_comment(owner, name, row.issue_number, text, dedupe_key=f"cmd:{row.id}")
@@ -130,6 +133,22 @@ class CommandProcessor:
         reply = self._act(row)
         self.client.post_comment(owner, name, row.issue_number, reply, dedupe_key=f"cmd:{row.id}")
         return Outcome("done", reply)
+
+    def _announce(self, row: CommandRow, owner: str, name: str) -> Outcome:
+        """The run's status comment in its first state, unless the run has already moved on."""
+        with self.factory() as session:
+            run = session.get(RunRow, row.text)
+            task = session.get(TaskRow, run.task_id) if run is not None and run.task_id else None
+        if run is None or run.status != "queued":
+            return Outcome("done", "skipped: the run already reports its own status")
+        view = StatusView(
+            run_id=run.id,
+            status="queued",
+            operation=task.operation if task is not None else "",
+            trace_url=f"{self.settings.public_base_url.rstrip('/')}/runs/{run.id}/trace",
+        )
+        self.client.upsert_status_comment(owner, name, row.issue_number, run.id, render_status(view))
+        return Outcome("done", "queued")
 
     def _act(self, row: CommandRow) -> str:
         task, run = self._newest(row)
