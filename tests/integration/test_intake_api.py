@@ -28,7 +28,13 @@ def test_enqueue_creates_task_and_cwom(api: httpx.Client, factory: sessionmaker[
     body = resp.json()
     assert body["status"] == "queued"
     assert body["idempotent_replay"] is False
-    assert set(body["cwom"]) == {"repo_id", "issue_id", "context_packet_id", "constraint_snapshot_id", "run_id"}
+    assert set(body["cwom"]) == {
+        "repo_id",
+        "issue_id",
+        "context_packet_id",
+        "constraint_snapshot_id",
+        "run_id",
+    }
     assert body["run_id"] == body["cwom"]["run_id"]
     assert resp.headers["x-request-id"]
     got = api.get(f"/tasks/{body['task_id']}")
@@ -38,7 +44,9 @@ def test_enqueue_creates_task_and_cwom(api: httpx.Client, factory: sessionmaker[
     with factory() as session:
         run = session.get_one(RunRow, body["run_id"])
         assert run.status == "queued" and run.task_id == body["task_id"]
-        actions = set(session.execute(select(AuditRow.action).where(AuditRow.trace_id == body["trace_id"])).scalars())
+        actions = set(
+            session.execute(select(AuditRow.action).where(AuditRow.trace_id == body["trace_id"])).scalars()
+        )
     assert {"policy_allowed", "created", "linked"} <= actions
 
 
@@ -206,7 +214,10 @@ def test_failure_inside_intake_leaves_no_partial_rows(factory: sessionmaker[Sess
 def test_repo_is_found_again_by_slug(factory: sessionmaker[Session]) -> None:
     config = PolicyConfig(allowed_repo_prefixes=("acme",))
     a = intake.submit(factory, task=TaskCreateV1.model_validate(task_body(objective="a")), config=config)
-    b = intake.submit(factory, task=TaskCreateV1.model_validate(task_body(objective="b", target={"repo": "ACME/app"})),
-                      config=config)
+    b = intake.submit(
+        factory,
+        task=TaskCreateV1.model_validate(task_body(objective="b", target={"repo": "ACME/app"})),
+        config=config,
+    )
     assert a.task.run_id != b.task.run_id
     assert count(factory, RepoRow) == 1

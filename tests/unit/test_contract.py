@@ -30,8 +30,11 @@ def test_legacy_aliases_are_normalised() -> None:
     assert task.target.ref == "main"
     assert task.objective == "Fix the docs"
     canonical = TaskCreateV1.model_validate(
-        {**task_body(operation="docs", objective="Fix the docs", inputs={"files": ["README.md"]}),
-         "requested_by": {"kind": "agent", "id": "bot"}, "target": {"repo": "acme/web"}}
+        {
+            **task_body(operation="docs", objective="Fix the docs", inputs={"files": ["README.md"]}),
+            "requested_by": {"kind": "agent", "id": "bot"},
+            "target": {"repo": "acme/web"},
+        }
     )
     assert task.request_hash() == canonical.request_hash()
 

@@ -25,14 +25,30 @@ def make(**overrides: Any) -> TaskCreateV1:
         ({"operation": "deploy"}, ALLOW_ACME, PolicyCode.INVALID_OPERATION, "operation"),
         ({"target": {"repo": "evil/app"}}, ALLOW_ACME, PolicyCode.REPO_NOT_ALLOWED, "target.repo"),
         ({}, PolicyConfig(), PolicyCode.REPO_NOT_ALLOWED, "target.repo"),
-        ({"constraints": {"time_budget_seconds": 29}}, ALLOW_ACME, PolicyCode.TIME_BUDGET_TOO_LOW,
-         "constraints.time_budget_seconds"),
-        ({"constraints": {"time_budget_seconds": 86_401}}, ALLOW_ACME, PolicyCode.TIME_BUDGET_TOO_HIGH,
-         "constraints.time_budget_seconds"),
-        ({"constraints": {"allow_network": True}}, ALLOW_ACME, PolicyCode.NETWORK_ACCESS_DENIED,
-         "constraints.allow_network"),
-        ({"constraints": {"allow_secrets": True}}, ALLOW_ACME, PolicyCode.SECRETS_ACCESS_DENIED,
-         "constraints.allow_secrets"),
+        (
+            {"constraints": {"time_budget_seconds": 29}},
+            ALLOW_ACME,
+            PolicyCode.TIME_BUDGET_TOO_LOW,
+            "constraints.time_budget_seconds",
+        ),
+        (
+            {"constraints": {"time_budget_seconds": 86_401}},
+            ALLOW_ACME,
+            PolicyCode.TIME_BUDGET_TOO_HIGH,
+            "constraints.time_budget_seconds",
+        ),
+        (
+            {"constraints": {"allow_network": True}},
+            ALLOW_ACME,
+            PolicyCode.NETWORK_ACCESS_DENIED,
+            "constraints.allow_network",
+        ),
+        (
+            {"constraints": {"allow_secrets": True}},
+            ALLOW_ACME,
+            PolicyCode.SECRETS_ACCESS_DENIED,
+            "constraints.allow_secrets",
+        ),
     ],
 )
 def test_each_refusal_has_a_stable_code_and_field(
@@ -47,7 +63,12 @@ def test_each_refusal_has_a_stable_code_and_field(
 
 def test_boundaries_are_allowed() -> None:
     for budget in (30, 86_400):
-        assert evaluate(make(constraints={"time_budget_seconds": budget}), ALLOW_ACME).constraints.time_budget_seconds == budget
+        assert (
+            evaluate(
+                make(constraints={"time_budget_seconds": budget}), ALLOW_ACME
+            ).constraints.time_budget_seconds
+            == budget
+        )
     permissive = PolicyConfig(allowed_repo_prefixes=("*",), allow_network=True, allow_secrets=True)
     task = make(constraints={"allow_network": True, "allow_secrets": True}, target={"repo": "other/x"})
     assert evaluate(task, permissive) == task
@@ -94,10 +115,13 @@ def test_doctrine_can_only_tighten() -> None:
 
 tasks = st.builds(
     TaskCreateV1,
-    requested_by=st.builds(RequestedBy, kind=st.sampled_from(["human", "agent", "system"]),
-                           id=st.text(min_size=1, max_size=20)),
+    requested_by=st.builds(
+        RequestedBy, kind=st.sampled_from(["human", "agent", "system"]), id=st.text(min_size=1, max_size=20)
+    ),
     objective=st.text(min_size=1, max_size=50).filter(lambda s: s.strip()),
-    operation=st.one_of(st.sampled_from(["code_change", "docs", "analysis", "ops"]), st.text(min_size=1, max_size=12)),
+    operation=st.one_of(
+        st.sampled_from(["code_change", "docs", "analysis", "ops"]), st.text(min_size=1, max_size=12)
+    ),
     target=st.builds(Target, repo=st.from_regex(r"\A[a-z0-9][a-z0-9._-]{0,8}/[a-z0-9._-]{1,8}\Z")),
     constraints=st.builds(
         Constraints,
@@ -115,7 +139,9 @@ configs = st.builds(
 
 
 @given(tasks, configs)
-def test_evaluate_only_raises_policy_error_and_is_deterministic(task: TaskCreateV1, config: PolicyConfig) -> None:
+def test_evaluate_only_raises_policy_error_and_is_deterministic(
+    task: TaskCreateV1, config: PolicyConfig
+) -> None:
     outcomes = []
     for _ in range(2):
         try:
@@ -124,5 +150,9 @@ def test_evaluate_only_raises_policy_error_and_is_deterministic(task: TaskCreate
             outcomes.append(("deny", f"{error.code}:{error.field}:{error.message}"))
     assert outcomes[0] == outcomes[1]
     if outcomes[0][0] == "allow":
-        assert config.min_time_budget_seconds <= task.constraints.time_budget_seconds <= config.max_time_budget_seconds
+        assert (
+            config.min_time_budget_seconds
+            <= task.constraints.time_budget_seconds
+            <= config.max_time_budget_seconds
+        )
         assert repo_allowed(task.target.repo, config.allowed_repo_prefixes)
