@@ -5,17 +5,15 @@
 - one status comment per run, found again by its hidden marker and edited in place;
 - changes are committed and pushed outside the sandbox to `tower/<run-id>`, and one draft PR is
   found or opened for that branch;
-- every write-back is an Artifact (unique idempotency key) with its audit row.
+- every write-back is an Artifact (worker.artifacts, one per run and key) with its audit row.
 """
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,10 +23,10 @@ from control_tower.github.doctrine import DOCTRINE_PATH, RepoDoctrine
 from control_tower.github.errors import GitHubError
 from cwom import audit
 from cwom.audit import Actor
-from cwom.base import new_id, utcnow
+from cwom.base import new_id
 from cwom.enums import ObjectKind
 from cwom.rows import insert_ignore, snapshot
-from cwom.tables import ArtifactRow, DoctrineRefRow, run_doctrine_refs
+from cwom.tables import DoctrineRefRow, run_doctrine_refs
 from policy.errors import ControlTowerError, PolicyCode, PolicyError
 from worker.github.context import GitHubContext
 
@@ -134,54 +132,6 @@ def record_doctrine(
     return ref_id
 
 
-def record_artifact(
-    session: Session,
-    *,
-    run_id: str,
-    issue_id: str | None,
-    key: str,
-    type: str,
-    title: str,
-    uri: str | None,
-    digest: str | None = None,
-    verification: dict[str, Any] | None = None,
-    trace_id: str | None = None,
-) -> str:
-    """One Artifact per (run, key): a retry updates nothing and adds no second row."""
-    now = utcnow()
-    values = {
-        "id": new_id(),
-        "run_id": run_id,
-        "issue_id": issue_id,
-        "type": type,
-        "title": title,
-        "uri": uri,
-        "digest": digest,
-        "verification": verification or {},
-        "idempotency_key": f"{run_id}:{key}",
-        "trace_id": trace_id,
-        "created_at": now,
-        "updated_at": now,
-    }
-    created = insert_ignore(session, ArtifactRow, values, conflict=["idempotency_key"])
-    if created is None:
-        return str(
-            session.execute(
-                select(ArtifactRow.id).where(ArtifactRow.idempotency_key == values["idempotency_key"])
-            ).scalar_one()
-        )
-    audit.record(
-        session,
-        actor=BOT,
-        action="created",
-        entity_kind=ObjectKind.ARTIFACT,
-        entity_id=created.id,
-        after=snapshot(created),
-        trace_id=trace_id,
-    )
-    return str(created.id)
-
-
 def changed_paths(workspace: Path) -> list[str]:
     """Every path the run changed in its checkout (tracked and untracked), computed outside the sandbox."""
     out = _git(workspace, "status", "--porcelain=v1", "-z", "--untracked-files=all")
@@ -262,8 +212,3 @@ def _git(workspace: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return subprocess.run(
         ["git", *args], cwd=workspace, check=True, capture_output=True, text=True, env=full_env
     ).stdout
-
-
-def digest_text(text: str) -> str:
-    """sha256 of a text, as stored on Artifacts."""
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
