@@ -68,13 +68,6 @@ def authorize(client: GitHubClient, ctx: GitHubContext, *, minimum: str) -> str:
     return permission
 
 
-def fetch_doctrine(client: GitHubClient, ctx: GitHubContext) -> tuple[RepoDoctrine | None, str | None]:
-    """The repository's doctrine from its default branch only, and the branch it was read from."""
-    branch = client.get_default_branch(ctx.owner, ctx.name)
-    doctrine = client.get_doctrine(ctx.owner, ctx.name)
-    return doctrine, branch
-
-
 def record_doctrine(
     session: Session,
     *,
