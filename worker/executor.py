@@ -35,7 +35,8 @@ from worker.trace import TraceWriter
 
 log = get_logger(__name__)
 # Steps whose rows are written together with the next step's (one transaction fewer each).
-QUICK_STEPS = frozenset({"checkout", "collect"})
+# diff_check and report (AI playbooks) only look at the workspace or write one file: no commit before them.
+QUICK_STEPS = frozenset({"checkout", "collect", "diff_check", "report"})
 Write = Callable[[Session], None]
 _FINAL = {
     StepStatus.COMPLETED: RunStatus.DONE,
