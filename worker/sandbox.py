@@ -308,7 +308,11 @@ class BwrapSandbox(_Runner):
             "namespaces": "all unshared (user, pid, net unless allowed, ipc, uts, cgroup, mount)",
             "uid": SANDBOX_UID,
             "capabilities": "none",
-            "filesystem": "/ read-only; tmpfs /tmp /root /run /home; workspace rw at its host path; .git ro",
+            "filesystem": (
+                "system dirs only, read-only (" + " ".join(SYSTEM_DIRS) + "); host secrets in /etc hidden; "
+                "tmpfs /tmp /root /run /home /var/tmp; workspace rw at its host path; .git ro; "
+                "nothing else of the host (no other workspaces, traces, keys, databases)"
+            ),
         }
 
     def command(self, argv: Sequence[str], workspace: Path, allow_network: bool,
@@ -322,8 +326,9 @@ class BwrapSandbox(_Runner):
         ]
         if allow_network:
             cmd.append("--share-net")
-        cmd += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
-        for tmp in ("/tmp", "/root", "/run", "/home"):  # noqa: S108 - fresh private tmpfs mounts
+        cmd += system_mounts()
+        cmd += ["--proc", "/proc", "--dev", "/dev"]
+        for tmp in ("/tmp", "/root", "/run", "/home", "/var/tmp"):  # noqa: S108 - fresh private tmpfs mounts
             cmd += ["--tmpfs", tmp]
         cmd += ["--bind", ws, ws]
         git = workspace / ".git"
@@ -333,6 +338,31 @@ class BwrapSandbox(_Runner):
         for key, value in env.items():
             cmd += ["--setenv", key, value]
         return [*cmd, "--", *argv], {}
+
+
+# Only what programs need to run. The uid inside maps to the worker's own uid outside, so anything the
+# worker can read would be readable if bound: the service's files, keys, databases, other runs'
+# workspaces and traces are therefore never mounted, and host secrets under /etc are masked.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
+HIDDEN_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers")
+HIDDEN_DIRS = ("/etc/ssh", "/etc/ssl/private", "/etc/sudoers.d", "/etc/postgresql", "/etc/mysql")
+
+
+def system_mounts() -> list[str]:
+    """bwrap arguments mounting the system directories read-only, with host secrets masked."""
+    args: list[str] = []
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in HIDDEN_FILES:
+        if os.path.isfile(path):
+            args += ["--ro-bind", "/dev/null", path]
+    for path in HIDDEN_DIRS:
+        if os.path.isdir(path):
+            args += ["--tmpfs", path]
+    return args
 
 
 def _bwrap_works(bwrap: str) -> bool:

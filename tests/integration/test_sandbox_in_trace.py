@@ -117,7 +117,6 @@ def test_ten_mib_of_output_is_capped_not_stored_whole(
     assert 0 < log.stat().st_size <= 1 << 20
 
 
-@pytest.mark.xfail(strict=True, reason="bwrap binds / read-only: what the worker can read stays readable")
 def test_a_key_file_the_worker_holds_is_not_readable(
     wsettings: Settings, factory: sessionmaker[Session]
 ) -> None:
