@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from control_tower.db import make_engine
-from control_tower.models import metadata
+from migrations.metadata import metadata
 
 config = context.config
 

@@ -1,4 +1,4 @@
-"""Imports every table module so the metadata is complete (for migrations and the schema test)."""
+"""Every table module of every layer, so the metadata is complete (migrations sit above all layers)."""
 
 from __future__ import annotations
 

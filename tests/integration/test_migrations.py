@@ -13,7 +13,7 @@ from sqlalchemy import inspect, text
 
 from control_tower.db import make_engine
 from control_tower.migrate import alembic_config, upgrade
-from control_tower.models import metadata
+from migrations.metadata import metadata
 from tests.support.databases import drop_pg_database, empty_pg_database, pg_url
 
 
