@@ -158,22 +158,38 @@ def _jsonable(value: dict[str, Any] | None, redactor: Redacts | None) -> dict[st
     return redactor.redact_obj(plain) if redactor is not None else plain
 
 
+def _split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
+    """The row's canonical JSON as (text before the seq value, text after it).
+
+    `canonical()` sorts keys and uses compact separators, so the document is exactly the sorted
+    `"key":value` pairs joined by commas; only `seq` is unknown until the chain head is locked.
+    """
+    before: list[str] = []
+    after: list[str] = []
+    for key in sorted(fields):
+        if key == "seq":
+            continue
+        (before if key < "seq" else after).append(f"{json.dumps(key)}:{canonical(fields[key])}")
+    prefix = "{" + ",".join(before) + ("," if before else "") + '"seq":'
+    suffix = ("," + ",".join(after) if after else "") + "}"
+    return prefix, suffix
+
+
 def flush_pending(session: Session) -> int:
-    """Chain and insert the queued rows under the head lock; returns how many were written."""
+    """Chain and insert the queued rows under the head lock; returns how many were written.
+
+    Everything but the chaining itself (ids, redaction, canonical JSON) is prepared before the lock
+    is taken, so the lock is held for two statements and the commit, not for Python work.
+    """
     pending: list[_Pending] = session.info.pop(_PENDING, [])
     if not pending:
         return 0
     redactor: Redacts | None = session.info.get("redactor")
-    head = session.execute(
-        select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
-    ).one()
-    seq, prev = head.seq, head.hash
-    rows = []
+    prepared = []
     for item in pending:
-        seq += 1
         fields = hashed_fields(
             id=new_id(),
-            seq=seq,
+            seq=0,
             ts=item.ts,
             actor_kind=item.actor.kind,
             actor_id=item.actor.id,
@@ -185,8 +201,17 @@ def flush_pending(session: Session) -> int:
             note=item.note,
             trace_id=item.trace_id,
         )
-        digest = row_hash(prev, fields)
-        rows.append({**fields, "ts": item.ts, "prev_hash": prev, "hash": digest})
+        prefix, suffix = _split_canonical(fields)
+        prepared.append(({**fields, "ts": item.ts}, prefix, suffix))
+    head = session.execute(
+        select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+    ).one()
+    seq, prev = head.seq, head.hash
+    rows = []
+    for row, prefix, suffix in prepared:
+        seq += 1
+        digest = hashlib.sha256(f"{prev}{prefix}{seq}{suffix}".encode()).hexdigest()
+        rows.append({**row, "seq": seq, "prev_hash": prev, "hash": digest})
         prev = digest
     session.execute(insert(AuditRow), rows)
     session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))

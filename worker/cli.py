@@ -69,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `control-tower`."""
     import importlib
 
+    from control_tower.runtime import tune_process
+
+    tune_process()
+
     for module in COMMAND_MODULES:
         importlib.import_module(module)
     return base_cli.main(argv)

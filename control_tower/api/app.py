@@ -18,6 +18,7 @@ from control_tower.api.routes_tasks import router as tasks_router
 from control_tower.db import make_engine, make_sessionmaker
 from control_tower.github.webhook import router as github_router
 from control_tower.logs import configure_logging
+from control_tower.runtime import tune_process
 from control_tower.settings import Settings
 from policy.redaction import Redactor
 
@@ -85,5 +86,6 @@ def create_app(
 def create_app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory` (several worker processes)."""
     settings = Settings()
+    tune_process()
     configure_logging(settings.log_level, json=settings.log_json)
     return create_app(settings)

@@ -1,0 +1,32 @@
+"""The audit hash prepared before the chain head is locked."""
+
+from __future__ import annotations
+
+
+def test_audit_hash_prepared_outside_the_lock_equals_the_reference_hash() -> None:
+    """flush_pending hashes prefix + seq + suffix; that must be row_hash() of the whole document."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    from cwom.audit import _split_canonical, hashed_fields, row_hash
+
+    samples = [(None, None, None), ({"a": [1, "é", {"z": 1, "b": None}]}, {"x": 1.5, "q": '"'}, 'n"ote\n')]
+    for before, after, note in samples:
+        fields = hashed_fields(
+            id="01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            seq=0,
+            ts=datetime.now(UTC),
+            actor_kind="human",
+            actor_id="a",
+            action="created",
+            entity_kind="run",
+            entity_id="r",
+            before=before,
+            after=after,
+            note=note,
+            trace_id="t",
+        )
+        prefix, suffix = _split_canonical(fields)
+        for seq in (1, 42, 10**12):
+            expected = row_hash("f" * 64, {**fields, "seq": seq})
+            assert hashlib.sha256(f"{'f' * 64}{prefix}{seq}{suffix}".encode()).hexdigest() == expected
