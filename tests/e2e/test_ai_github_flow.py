@@ -4,12 +4,7 @@ scripted Anthropic server (the real SDK over HTTP), the sandbox, the GitHub doub
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +16,7 @@ from tests.fakes.anthropic_server import FakeAnthropic, Reply, running_fake_anth
 from tests.fakes.git_remote import make_bare_repo, run_git
 from tests.fakes.github_server import FakeGitHub, running_fake_github
 from tests.fakes.github_webhooks import issues_labeled_payload, signed_delivery
-from tests.support.servers import free_port, wait_http
+from tests.support.processes import serve_process, wait_for
 from worker.sandbox import probe_sandbox
 
 pytestmark = pytest.mark.slow
@@ -29,8 +24,11 @@ SECRET = "e2e-ai-webhook-secret-0123456789"
 PAT = "ghp_e2eaiflowtesttoken00000000000000001"
 API_KEY = "sk-ant-api03-e2e-ai-flow-key-never-leaks-987654321"
 REPO = "acme/answer"
-PLAN = {"steps": ["return 42 from answer()", "run the tests"], "files": ["app.py"],
-        "risks": [{"risk": "callers expecting 41", "severity": "low"}]}
+PLAN = {
+    "steps": ["return 42 from answer()", "run the tests"],
+    "files": ["app.py"],
+    "risks": [{"risk": "callers expecting 41", "severity": "low"}],
+}
 DOCTRINE = "verify: sh test.sh\n"
 
 
@@ -43,13 +41,17 @@ def _sandbox_works() -> None:
 @pytest.fixture
 def remote_root(tmp_path: Path) -> Path:
     root = tmp_path / "remotes"
-    make_bare_repo(root, REPO, {
-        "README.md": "# answer\n",
-        "app.py": "def answer():\n    return 41\n",
-        "test_app.py": "from app import answer\n\nassert answer() == 42, answer()\nprint('1 passed')\n",
-        "test.sh": "python3 test_app.py\n",
-        ".github/control-tower.yml": DOCTRINE,
-    })
+    make_bare_repo(
+        root,
+        REPO,
+        {
+            "README.md": "# answer\n",
+            "app.py": "def answer():\n    return 41\n",
+            "test_app.py": "from app import answer\n\nassert answer() == 42, answer()\nprint('1 passed')\n",
+            "test.sh": "python3 test_app.py\n",
+            ".github/control-tower.yml": DOCTRINE,
+        },
+    )
     return root
 
 
@@ -68,11 +70,10 @@ def claude() -> Iterator[FakeAnthropic]:
 
 
 @contextmanager
-def serve(db_url: str, tmp_path: Path, github: FakeGitHub, claude: FakeAnthropic, remote_root: Path
-          ) -> Iterator[str]:
-    port = free_port()
+def serve(
+    db_url: str, tmp_path: Path, github: FakeGitHub, claude: FakeAnthropic, remote_root: Path
+) -> Iterator[str]:
     env = {
-        **os.environ,
         "DATABASE_URL": db_url,
         "JCT_ALLOWED_REPO_PREFIXES": "acme",
         "TRACE_ROOT": str(tmp_path / "traces"),
@@ -87,30 +88,8 @@ def serve(db_url: str, tmp_path: Path, github: FakeGitHub, claude: FakeAnthropic
         "ANTHROPIC_API_KEY": API_KEY,
         "ANTHROPIC_BASE_URL": claude.url,
     }
-    args = [sys.executable, "-m", "worker.cli", "serve", "--port", str(port), "--migrate"]
-    log = (tmp_path / f"serve-{port}.log").open("wb")
-    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=log)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/readyz")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+    with serve_process(tmp_path, env) as base:
+        yield base
 
 
 def status_comments(github: FakeGitHub, issue: int) -> list[dict[str, Any]]:
@@ -128,11 +107,22 @@ def coding_script() -> list[Reply]:
     return [
         Reply([text(json.dumps(PLAN))], input_tokens=300, output_tokens=80),
         Reply([tool_use("read_file", {"path": "app.py"}, "toolu_01")], input_tokens=1000),
-        Reply([tool_use("edit_file", {"path": "app.py", "old_str": "return 41", "new_str": "return 42"},
-                        "toolu_02")], input_tokens=1100),
+        Reply(
+            [
+                tool_use(
+                    "edit_file",
+                    {"path": "app.py", "old_str": "return 41", "new_str": "return 42"},
+                    "toolu_02",
+                )
+            ],
+            input_tokens=1100,
+        ),
         Reply([tool_use("bash", {"command": "sh test.sh"}, "toolu_03")], input_tokens=1200),
-        Reply([tool_use("finish", {"summary": "`answer()` now returns 42; the tests pass."}, "toolu_04")],
-              input_tokens=1300, output_tokens=25),
+        Reply(
+            [tool_use("finish", {"summary": "`answer()` now returns 42; the tests pass."}, "toolu_04")],
+            input_tokens=1300,
+            output_tokens=25,
+        ),
     ]
 
 
@@ -165,8 +155,18 @@ def test_labelled_code_change_issue_becomes_a_draft_pr_and_a_docs_task_editing_p
         bash = next(e["data"] for e in events if e["type"] == "tool.result" and e["data"]["name"] == "bash")
         assert bash["exit_code"] == 0 and "1 passed" in bash["output"]
         for event in (e for e in events if e["type"] == "ai.response"):
-            for key in ("provider", "model", "template_id", "template_version", "tokens_prompt",
-                        "tokens_output", "latency_ms", "retry_count", "stop_reason", "cost_usd"):
+            for key in (
+                "provider",
+                "model",
+                "template_id",
+                "template_version",
+                "tokens_prompt",
+                "tokens_output",
+                "latency_ms",
+                "retry_count",
+                "stop_reason",
+                "cost_usd",
+            ):
                 assert key in event["data"], key
         assert json.loads((folder / "manifest.json").read_text())["tokens"]["tokens_total"] == 5065
         trace = "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
@@ -175,8 +175,15 @@ def test_labelled_code_change_issue_becomes_a_draft_pr_and_a_docs_task_editing_p
         # A docs task whose agent edits Python: refused before anything is pushed.
         claude.enqueue(
             # Verify passes (the tests want 42): it is the path policy that refuses the change.
-            Reply([tool_use("edit_file", {"path": "app.py", "old_str": "return 41", "new_str": "return 42"},
-                            "toolu_d1")]),
+            Reply(
+                [
+                    tool_use(
+                        "edit_file",
+                        {"path": "app.py", "old_str": "return 41", "new_str": "return 42"},
+                        "toolu_d1",
+                    )
+                ]
+            ),
             Reply([tool_use("finish", {"summary": "done"}, "toolu_d2")]),
         )
         docs_run = label(base, 2, "docs", "Document answer()")

@@ -5,12 +5,8 @@ Deliveries are signed as GitHub signs them; the remote is a bare git repository 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +17,7 @@ import pytest
 from tests.fakes.git_remote import make_bare_repo, run_git
 from tests.fakes.github_server import FakeGitHub, rate_limited_429, running_fake_github, server_error
 from tests.fakes.github_webhooks import issue_comment_payload, issues_labeled_payload, signed_delivery
-from tests.support.servers import free_port, wait_http
+from tests.support.processes import serve_process, wait_for
 
 pytestmark = pytest.mark.slow
 SECRET = "e2e-webhook-secret-0123456789"
@@ -47,9 +43,7 @@ def fake(remote_root: Path) -> Iterator[FakeGitHub]:
 
 @contextmanager
 def serve(db_url: str, tmp_path: Path, fake: FakeGitHub, remote_root: Path, **extra: str) -> Iterator[str]:
-    port = free_port()
     env = {
-        **os.environ,
         "DATABASE_URL": db_url,
         "JCT_ALLOWED_REPO_PREFIXES": "acme",
         "TRACE_ROOT": str(tmp_path / "traces"),
@@ -63,30 +57,8 @@ def serve(db_url: str, tmp_path: Path, fake: FakeGitHub, remote_root: Path, **ex
         "SANDBOX": "auto",
         **extra,
     }
-    args = [sys.executable, "-m", "worker.cli", "serve", "--port", str(port), "--migrate"]
-    log = (tmp_path / f"serve-{port}.log").open("wb")
-    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=log)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/readyz")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+    with serve_process(tmp_path, env) as base:
+        yield base
 
 
 def status_comments(fake: FakeGitHub, issue: int) -> list[dict[str, Any]]:
