@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from types import TracebackType
 from typing import Any, cast
 
 import anthropic
 
-from worker.ai.providers import DEFAULT_MODEL, AICode, AIError, AIRequest, AIResponse
-from worker.ai.retry import RetryPolicy, TransientAIError, call_with_retries
-from worker.ai.wire import blocks_from_raw, response_from_raw
+from worker.ai.providers import DEFAULT_MODEL, AICode, AIError, AIRequest
+from worker.ai.retry import RetryPolicy, TransientAIError
+from worker.ai.wire import RetryingProvider, blocks_from_raw, response_from_raw
 
 __all__ = ["AnthropicProvider", "blocks_from_raw", "response_from_raw"]
 
@@ -33,7 +32,7 @@ def _retry_after_s(headers: Any) -> float | None:
     return None
 
 
-class AnthropicProvider:
+class AnthropicProvider(RetryingProvider[anthropic.Anthropic]):
     """Calls the Messages API through the official SDK, non-streaming or streaming."""
 
     name = "anthropic"
@@ -52,34 +51,6 @@ class AnthropicProvider:
         self._policy = retry_policy or RetryPolicy()
         # max_retries=0: the SDK must not retry behind our back, or retry_count and latency would lie.
         self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=600.0)
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._client.close()
-
-    def __enter__(self) -> AnthropicProvider:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def complete(self, request: AIRequest) -> AIResponse:
-        """One Messages API call with bounded retries inside the request's time limit."""
-        start = time.monotonic()
-        raw, retries = call_with_retries(
-            lambda remaining: self._attempt(request, remaining),
-            policy=self._policy,
-            deadline=start + request.timeout_s,
-        )
-        return response_from_raw(
-            raw,
-            provider=self.name,
-            latency_ms=(time.monotonic() - start) * 1000,
-            retry_count=retries,
-            fallback_model=request.model,
-        )
 
     def _attempt(self, request: AIRequest, remaining_s: float) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

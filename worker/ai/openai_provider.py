@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
-from types import TracebackType
 from typing import Any
 
 import httpx
 
-from worker.ai.providers import AICode, AIError, AIRequest, AIResponse, ContentBlock, Message
-from worker.ai.retry import RetryPolicy, TransientAIError, call_with_retries
-from worker.ai.wire import response_from_raw
+from worker.ai.providers import AICode, AIError, AIRequest, ContentBlock, Message
+from worker.ai.retry import RetryPolicy, TransientAIError
+from worker.ai.wire import RetryingProvider
 
 DEFAULT_OPENAI_MODEL = "gpt-5"
 _STOP_REASONS = {
@@ -94,7 +92,7 @@ def to_anthropic_raw(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class OpenAIProvider:
+class OpenAIProvider(RetryingProvider[httpx.Client]):
     """Calls `POST {base_url}/chat/completions` with function tools; retries done here, like Anthropic."""
 
     name = "openai"
@@ -111,34 +109,6 @@ class OpenAIProvider:
         self._policy = retry_policy or RetryPolicy()
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"), headers={"authorization": f"Bearer {api_key}"}, timeout=600.0
-        )
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._client.close()
-
-    def __enter__(self) -> OpenAIProvider:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def complete(self, request: AIRequest) -> AIResponse:
-        """One chat completion with bounded retries inside the request's time limit."""
-        start = time.monotonic()
-        raw, retries = call_with_retries(
-            lambda remaining: self._attempt(request, remaining),
-            policy=self._policy,
-            deadline=start + request.timeout_s,
-        )
-        return response_from_raw(
-            raw,
-            provider=self.name,
-            latency_ms=(time.monotonic() - start) * 1000,
-            retry_count=retries,
-            fallback_model=request.model,
         )
 
     def _attempt(self, request: AIRequest, remaining_s: float) -> dict[str, Any]:

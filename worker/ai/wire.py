@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from types import TracebackType
+from typing import Any, Generic, Protocol, Self, TypeVar
 
-from worker.ai.providers import AIResponse, ContentBlock
+from worker.ai.providers import AIRequest, AIResponse, ContentBlock
+from worker.ai.retry import RetryPolicy, call_with_retries
 
 
 def blocks_from_raw(raw_content: list[Any]) -> list[ContentBlock]:
@@ -50,3 +53,49 @@ def response_from_raw(
         provider=provider,
         raw=raw,
     )
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+ClientT = TypeVar("ClientT", bound=_Closable)
+
+
+class RetryingProvider(Generic[ClientT]):
+    """A provider over an HTTP client: `complete()` retries `_attempt()` within the request's time limit."""
+
+    name: str
+    _client: ClientT
+    _policy: RetryPolicy
+
+    def _attempt(self, request: AIRequest, remaining_s: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def complete(self, request: AIRequest) -> AIResponse:
+        """One call with bounded retries inside the request's time limit."""
+        start = time.monotonic()
+        raw, retries = call_with_retries(
+            lambda remaining: self._attempt(request, remaining),
+            policy=self._policy,
+            deadline=start + request.timeout_s,
+        )
+        return response_from_raw(
+            raw,
+            provider=self.name,
+            latency_ms=(time.monotonic() - start) * 1000,
+            retry_count=retries,
+            fallback_model=request.model,
+        )
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
