@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, event, insert, select, update
+from sqlalchemy import BigInteger, Index, Integer, String, Text, event, insert, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cwom.base import Base, ULIDStr, new_id, utcnow
@@ -203,6 +203,8 @@ def flush_pending(session: Session) -> int:
         )
         prefix, suffix = _split_canonical(fields)
         prepared.append(({**fields, "ts": item.ts}, prefix, suffix))
+    if session.get_bind().dialect.name == "postgresql":
+        return _append_postgresql(session, prepared)
     head = session.execute(
         select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
     ).one()
@@ -216,6 +218,63 @@ def flush_pending(session: Session) -> int:
     session.execute(insert(AuditRow), rows)
     session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
     return len(rows)
+
+
+# One statement on PostgreSQL: lock the head, chain the hashes (sha256 over the same text the Python
+# path hashes: prev_hash + prefix + seq + suffix), insert the rows and move the head. The head's row
+# lock is then held for this statement and the commit only, with no Python in between.
+_PG_APPEND = text(
+    """
+WITH RECURSIVE
+head AS (SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE),
+input AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+        n int, id text, ts timestamptz, actor_kind text, actor_id text, action text,
+        entity_kind text, entity_id text, before jsonb, after jsonb, note text, trace_id text,
+        prefix text, suffix text)
+),
+chain (n, seq, prev, hash) AS (
+    SELECT 0, head.seq, NULL::text, head.hash::text FROM head
+    UNION ALL
+    SELECT c.n + 1, c.seq + 1, c.hash,
+           encode(
+               sha256(convert_to(c.hash || i.prefix || (c.seq + 1)::text || i.suffix, 'UTF8')), 'hex'
+           )::text
+    FROM chain c JOIN input i ON i.n = c.n + 1
+),
+ins AS (
+    INSERT INTO audit_log (id, seq, ts, actor_kind, actor_id, action, entity_kind, entity_id,
+                           before, after, note, trace_id, prev_hash, hash)
+    SELECT i.id, c.seq, i.ts, i.actor_kind, i.actor_id, i.action, i.entity_kind, i.entity_id,
+           i.before, i.after, i.note, i.trace_id, c.prev, c.hash
+    FROM input i JOIN chain c ON c.n = i.n
+    RETURNING seq
+),
+last AS (SELECT seq, hash FROM chain ORDER BY n DESC LIMIT 1),
+moved AS (
+    UPDATE audit_head SET seq = last.seq, hash = last.hash FROM last WHERE audit_head.id = 1
+    RETURNING audit_head.seq
+)
+SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT seq FROM moved) AS head_seq
+"""
+)
+
+
+def _append_postgresql(session: Session, prepared: list[tuple[dict[str, Any], str, str]]) -> int:
+    payload = [
+        {
+            **{k: v for k, v in row.items() if k != "seq"},
+            "n": n,
+            "ts": row["ts"].isoformat(timespec="microseconds"),
+            "prefix": prefix,
+            "suffix": suffix,
+        }
+        for n, (row, prefix, suffix) in enumerate(prepared, 1)
+    ]
+    result = session.execute(_PG_APPEND, {"rows": json.dumps(payload, ensure_ascii=False)}).one()
+    if result.inserted != len(prepared):  # pragma: no cover - the statement inserts all or fails
+        raise RuntimeError(f"audit append wrote {result.inserted} of {len(prepared)} rows")
+    return int(result.inserted)
 
 
 @event.listens_for(Session, "before_commit")
