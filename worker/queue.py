@@ -16,11 +16,11 @@ from typing import Any, Literal
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_tower.tables import TaskRow
+from control_tower.task_status import mirror_run_status
 from cwom import audit
 from cwom.audit import Actor
 from cwom.base import utcnow
-from cwom.enums import RUN_TO_TASK, RUN_TRANSITIONS, RunStatus
+from cwom.enums import RUN_TRANSITIONS, RunStatus
 from cwom.tables import RunRow
 from policy.errors import ControlTowerError
 
@@ -477,27 +477,7 @@ class RunQueue:
             trace_id=run.trace_id,
         )
 
-    @staticmethod
-    def _mirror(
-        session: Session,
-        task_ids: list[str],
-        status: RunStatus,
-        now: datetime,
-        error_code: str | None = None,
-        error_message: str | None = None,
-    ) -> None:
-        """Copy the run's status (and error) onto its intake task."""
-        if not task_ids:
-            return
-        values: dict[str, Any] = {"status": RUN_TO_TASK[status].value, "updated_at": now}
-        if error_code is not None:
-            values["error_code"], values["error_message"] = error_code, error_message
-        session.execute(
-            update(TaskRow)
-            .where(TaskRow.id.in_(task_ids))
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
+    _mirror = staticmethod(mirror_run_status)
 
     def _notify(self, session: Session, payload: str) -> None:
         # Delivered by PostgreSQL on commit, so a listener never sees a run it cannot yet read.

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import update
-from sqlalchemy.orm import Session
 
 from control_tower.api.actor import ActorDep
 from control_tower.api.deps import SessionDep
 from control_tower.api.routes_cwom import _E, Limit, before_id, next_cursor
-from control_tower.tables import TaskRow
+from control_tower.task_status import mirror_run_status
 from cwom import reads, service_objects, service_runs
 from cwom.base import utcnow
-from cwom.enums import RUN_TO_TASK, ObjectKind, RunStatus
+from cwom.enums import ObjectKind, RunStatus
 from cwom.schemas import ArtifactCreate, ArtifactOut, Page, RunCreate, RunOut, RunUpdate
 from cwom.service import get_object
 from cwom.tables import ArtifactRow, RunRow
 
 router = APIRouter(prefix="/cwom", tags=["cwom"])
-
-
-def _mirror_task(session: Session, run: RunRow) -> None:
-    # The task shows its run's status; the worker does the same on its own moves.
-    if run.task_id is not None:
-        status = RUN_TO_TASK[RunStatus(run.status)].value
-        session.execute(
-            update(TaskRow).where(TaskRow.id == run.task_id).values(status=status, updated_at=utcnow())
-        )
 
 
 @router.post("/runs", status_code=201, response_model=RunOut, responses=_E)
@@ -64,7 +53,7 @@ def patch_run(run_id: str, body: RunUpdate, session: SessionDep, actor: ActorDep
         row = service_runs.transition_run(
             session, run_id=run_id, status=body.status, actor=actor, note=body.note
         )
-        _mirror_task(session, row)
+        mirror_run_status(session, [row.task_id] if row.task_id else [], RunStatus(row.status), utcnow())
         return reads.runs_out(session, [row])[0]
 
 
