@@ -43,8 +43,10 @@ from worker.queue import RunQueue
 from worker.steps import Runner
 from worker.trace import TraceReader
 
-FILES: dict[str, bytes | str] = {"README.md": "# bench\n",
-                                 **{f"src/m{i}.py": f"x = {i}\n" for i in range(20)}}
+FILES: dict[str, bytes | str] = {
+    "README.md": "# bench\n",
+    **{f"src/m{i}.py": f"x = {i}\n" for i in range(20)},
+}
 NON_AI = ("checkout", "verify", "diff_check", "collect")
 # External work per step: time spent in git subprocesses (clone, diff), measured around the calls.
 _GIT_MS: dict[tuple[str, str], float] = {}
@@ -125,7 +127,7 @@ def _turn_overheads(events: list[dict[str, Any]]) -> list[float]:
     out = []
     for n, start in enumerate(marks):
         end = marks[n + 1] if n + 1 < len(marks) else stop
-        window = agent[start:end + 1]
+        window = agent[start : end + 1]
         latency = sum(float(e["data"]["latency_ms"]) for e in window[:-1] if e["type"] == "ai.response")
         tools = sum(float(e["data"]["duration_ms"]) for e in window[:-1] if e["type"] == "tool.result")
         out.append(_ts(agent[end]) - _ts(agent[start]) - latency - tools)
@@ -150,22 +152,47 @@ def _step_overheads(run_id: str, events: list[dict[str, Any]]) -> dict[str, tupl
 def _round(url: str, root: Path, base: str, runs: int) -> dict[str, Any]:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg,unused-ignore]
-        environment="test", database_url=url, jct_allowed_repo_prefixes=["acme"], trace_root=root / "traces",
-        workspace_root=root / "workspaces", git_base_url=base, log_level="WARNING", ai_provider="mock",
+        environment="test",
+        database_url=url,
+        jct_allowed_repo_prefixes=["acme"],
+        trace_root=root / "traces",
+        workspace_root=root / "workspaces",
+        git_base_url=base,
+        log_level="WARNING",
+        ai_provider="mock",
     )
     engine = make_engine(url)
     upgrade(engine)
     factory = make_sessionmaker(engine, info={"redactor": Redactor(named=settings.secret_values())})
-    body = {"requested_by": {"kind": "system", "id": "bench"},
-            "objective": "Document the module in README.md",
-            "operation": "code_change", "target": {"repo": "acme/app"}, "inputs": {"verify": "true"}}
-    ids = [str(intake.submit(factory, task=TaskCreateV1.model_validate(body), config=settings.policy_config(),
-                             source="bench").task.run_id) for _ in range(runs)]
-    executor = build_executor(settings, factory, registry=register_ai_playbooks(default_registry()),
-                              runners=_tracking(ai_runners()))
+    body = {
+        "requested_by": {"kind": "system", "id": "bench"},
+        "objective": "Document the module in README.md",
+        "operation": "code_change",
+        "target": {"repo": "acme/app"},
+        "inputs": {"verify": "true"},
+    }
+    ids = [
+        str(
+            intake.submit(
+                factory,
+                task=TaskCreateV1.model_validate(body),
+                config=settings.policy_config(),
+                source="bench",
+            ).task.run_id
+        )
+        for _ in range(runs)
+    ]
+    executor = build_executor(
+        settings, factory, registry=register_ai_playbooks(default_registry()), runners=_tracking(ai_runners())
+    )
     _instrument(executor)
-    worker = Worker(RunQueue(factory, lease_seconds=30, max_attempts=1), executor, worker_id="bench-agent",
-                    concurrency=1, poll_interval=0.01)
+    worker = Worker(
+        RunQueue(factory, lease_seconds=30, max_attempts=1),
+        executor,
+        worker_id="bench-agent",
+        concurrency=1,
+        poll_interval=0.01,
+    )
     with _timed_git():
         worker.run(until_idle=True)
     engine.dispose()
@@ -187,10 +214,13 @@ def _round(url: str, root: Path, base: str, runs: int) -> dict[str, Any]:
         "agent_turns": len(turns),
         "per_agent_turn_ms": {"p50": round(pct(turns, 50), 3), "p95": round(pct(turns, 95), 3)},
         "per_non_ai_step_ms": {"p50": round(pct(every_step, 50), 3), "p95": round(pct(every_step, 95), 3)},
-        "per_non_ai_step_without_db_commits_ms": {"p50": round(pct(without_db, 50), 3),
-                                                  "p95": round(pct(without_db, 95), 3)},
-        "by_step_ms": {s: {"p50": round(pct(v, 50), 3), "p95": round(pct(v, 95), 3)}
-                       for s, v in steps.items()},
+        "per_non_ai_step_without_db_commits_ms": {
+            "p50": round(pct(without_db, 50), 3),
+            "p95": round(pct(without_db, 95), 3),
+        },
+        "by_step_ms": {
+            s: {"p50": round(pct(v, 50), 3), "p95": round(pct(v, 95), 3)} for s, v in steps.items()
+        },
     }
 
 
@@ -211,8 +241,10 @@ def main() -> None:
     turn, step = result["per_agent_turn_ms"], result["per_non_ai_step_ms"]
     print(f"{args.db}: {result['done']}/{result['runs']} runs done, {result['agent_turns']} agent turns")
     print(f"  overhead per agent turn:   p50 {turn['p50']:.2f} ms  p95 {turn['p95']:.2f} ms")
-    print(f"  overhead per non-AI step:  p50 {step['p50']:.2f} ms  p95 {step['p95']:.2f} ms"
-          "  (target p95 < 10 ms)")
+    print(
+        f"  overhead per non-AI step:  p50 {step['p50']:.2f} ms  p95 {step['p95']:.2f} ms"
+        "  (target p95 < 10 ms)"
+    )
     nodb = result["per_non_ai_step_without_db_commits_ms"]
     print(f"    of which not DB commits: p50 {nodb['p50']:.2f} ms  p95 {nodb['p95']:.2f} ms")
     print(json.dumps(result, indent=2))

@@ -309,8 +309,10 @@ def main() -> None:
         upgrade(engine)
         load(name, corpus)
         factory = make_sessionmaker(engine, info={"redactor": Redactor()})
-        print(f"queries ({args.requests} requests each, page of 50, service functions); "
-              f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:")
+        print(
+            f"queries ({args.requests} requests each, page of 50, service functions); "
+            f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:"
+        )
         p95s = bench_queries(factory, corpus, args.requests)
         if args.explain:
             explain(engine, corpus)
@@ -323,8 +325,10 @@ def main() -> None:
             result = audit_query.verify(engine, workers=workers)
             timings.append(time.perf_counter() - t)
             assert result.ok, result
-            print(f"verify (workers={workers or 'auto'}): {timings[-1]:.2f} s wall, "
-                  f"{cpu_seconds() - before:.2f} s client CPU; load {os.getloadavg()[0]:.1f}")
+            print(
+                f"verify (workers={workers or 'auto'}): {timings[-1]:.2f} s wall, "
+                f"{cpu_seconds() - before:.2f} s client CPU; load {os.getloadavg()[0]:.1f}"
+            )
         print(f"verify {result.rows:,} rows: best {min(timings):.2f} s, worst {max(timings):.2f} s")
         config = PolicyConfig(allowed_repo_prefixes=("acme",))
         intake_rate(factory, config, tasks=100, cwom=True)  # warm-up: pool, caches, the repo row

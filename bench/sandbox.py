@@ -48,8 +48,10 @@ def main() -> None:
     cases: list[tuple[str, Callable[[], object]]] = [
         ("plain subprocess.run(['true'])", lambda: subprocess.run(["true"], check=True)),
         ("bwrap argv via subprocess.run", lambda: subprocess.run(bare, check=True, env={})),
-        ("none tier (cgroup+rlimits+caps)", lambda: NoSandbox(box.cgroups).run(["true"], workspace=ws,
-                                                                                limits=limits)),
+        (
+            "none tier (cgroup+rlimits+caps)",
+            lambda: NoSandbox(box.cgroups).run(["true"], workspace=ws, limits=limits),
+        ),
         ("bwrap tier without cgroup", lambda: no_cgroup.run(["true"], workspace=ws, limits=limits)),
         ("bwrap tier (full)", lambda: box.run(["true"], workspace=ws, limits=limits)),
     ]
@@ -58,15 +60,21 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     for name, fn in cases:
         results[name] = samples = measure(fn, args.n)
-        print(f"  {name:34s} p50 {pct(samples, 50):7.2f} ms  p95 {pct(samples, 95):7.2f} ms  "
-              f"mean {statistics.fmean(samples):7.2f} ms")
+        print(
+            f"  {name:34s} p50 {pct(samples, 50):7.2f} ms  p95 {pct(samples, 95):7.2f} ms  "
+            f"mean {statistics.fmean(samples):7.2f} ms"
+        )
     plain, full = results[cases[0][0]], results[cases[-1][0]]
     over50, over95 = pct(full, 50) - pct(plain, 50), pct(full, 95) - pct(plain, 95)
-    print(f"bwrap tier vs plain: ratio p50 {pct(full, 50) / pct(plain, 50):.1f}x; "
-          f"overhead p50 {over50:.2f} ms, p95 {over95:.2f} ms per command (target < 30 ms): "
-          f"{'OK' if over50 < 30 else 'OVER TARGET'}")
-    print("limits: bwrap's namespace setup (the 'bwrap argv' row) and, with cgroups, the cgroup migration of "
-          "the child (one RCU grace period per run on cgroup v1: the 'full' minus 'without cgroup' rows)")
+    print(
+        f"bwrap tier vs plain: ratio p50 {pct(full, 50) / pct(plain, 50):.1f}x; "
+        f"overhead p50 {over50:.2f} ms, p95 {over95:.2f} ms per command (target < 30 ms): "
+        f"{'OK' if over50 < 30 else 'OVER TARGET'}"
+    )
+    print(
+        "limits: bwrap's namespace setup (the 'bwrap argv' row) and, with cgroups, the cgroup migration of "
+        "the child (one RCU grace period per run on cgroup v1: the 'full' minus 'without cgroup' rows)"
+    )
 
 
 if __name__ == "__main__":

@@ -49,9 +49,7 @@ TASK = {
 
 
 def settings_for(url: str) -> Settings:
-    return Settings(
-        database_url=url, jct_allowed_repo_prefixes=["acme"], environment="test", _env_file=None
-    )
+    return Settings(database_url=url, jct_allowed_repo_prefixes=["acme"], environment="test", _env_file=None)
 
 
 def template_run(factory: sessionmaker[Session], url: str) -> tuple[TaskRow, RunRow]:
@@ -74,25 +72,55 @@ def bulk_enqueue(factory: sessionmaker[Session], task: TaskRow, run: RunRow, n: 
     runs: list[dict[str, object]] = []
     for i in range(n):
         task_id, run_id = new_id(), new_id()
-        tasks.append({
-            "id": task_id, "idempotency_key": None, "request_hash": task.request_hash, "status": "queued",
-            "operation": task.operation, "repo": task.repo, "ref": task.ref, "priority": task.priority,
-            "requested_by_kind": task.requested_by_kind, "requested_by_id": task.requested_by_id,
-            "source": "bench", "body": task.body, "policy_version": task.policy_version,
-            "trace_id": f"{i:032x}", "cwom_issue_id": task.cwom_issue_id, "run_id": run_id,
-            "created_at": now, "updated_at": now,
-        })
-        runs.append({
-            "id": run_id, "issue_id": run.issue_id, "repo_id": run.repo_id, "task_id": task_id,
-            "trace_id": f"{i:032x}", "mode": run.mode, "executor": {}, "status": "queued",
-            "inputs": run.inputs,
-            "outputs": [], "telemetry": {}, "cost": {}, "priority": 100, "attempt": 0, "max_attempts": 3,
-            "available_at": now, "version": 0, "created_at": now, "updated_at": now,
-        })
+        tasks.append(
+            {
+                "id": task_id,
+                "idempotency_key": None,
+                "request_hash": task.request_hash,
+                "status": "queued",
+                "operation": task.operation,
+                "repo": task.repo,
+                "ref": task.ref,
+                "priority": task.priority,
+                "requested_by_kind": task.requested_by_kind,
+                "requested_by_id": task.requested_by_id,
+                "source": "bench",
+                "body": task.body,
+                "policy_version": task.policy_version,
+                "trace_id": f"{i:032x}",
+                "cwom_issue_id": task.cwom_issue_id,
+                "run_id": run_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        runs.append(
+            {
+                "id": run_id,
+                "issue_id": run.issue_id,
+                "repo_id": run.repo_id,
+                "task_id": task_id,
+                "trace_id": f"{i:032x}",
+                "mode": run.mode,
+                "executor": {},
+                "status": "queued",
+                "inputs": run.inputs,
+                "outputs": [],
+                "telemetry": {},
+                "cost": {},
+                "priority": 100,
+                "attempt": 0,
+                "max_attempts": 3,
+                "available_at": now,
+                "version": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
     with factory() as session, session.begin():
         for start in range(0, n, 1000):
-            session.execute(insert(TaskRow), tasks[start:start + 1000])
-            session.execute(insert(RunRow), runs[start:start + 1000])
+            session.execute(insert(TaskRow), tasks[start : start + 1000])
+            session.execute(insert(RunRow), runs[start : start + 1000])
     return [str(r["id"]) for r in runs]
 
 
@@ -208,7 +236,11 @@ def child_pgqueuer(dsn: str, expected_total: int) -> None:
 def spawn(role: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, __file__, "--child", role, *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
         env={**os.environ, "LOG_LEVEL": "WARNING"},
     )
 
@@ -330,24 +362,32 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         configure_logging("WARNING")  # to stderr: stdout carries the ready/go/result protocol
         role, *rest = args.child
-        {"ct": lambda: child_ct_worker(rest[0], int(rest[1]), int(rest[2]), rest[3] == "1"),
-         "latency": lambda: child_latency_worker(rest[0]),
-         "raw": lambda: child_raw(rest[0]),
-         "pgq": lambda: child_pgqueuer(rest[0], int(rest[1]))}[role]()
+        {
+            "ct": lambda: child_ct_worker(rest[0], int(rest[1]), int(rest[2]), rest[3] == "1"),
+            "latency": lambda: child_latency_worker(rest[0]),
+            "raw": lambda: child_raw(rest[0]),
+            "pgq": lambda: child_pgqueuer(rest[0], int(rest[1])),
+        }[role]()
         return
 
-    print(f"worker bench: {os.cpu_count()} cores, {args.runs} runs per figure, "
-          f"{args.concurrency} executor threads per Control Tower worker process")
+    print(
+        f"worker bench: {os.cpu_count()} cores, {args.runs} runs per figure, "
+        f"{args.concurrency} executor threads per Control Tower worker process"
+    )
     print("\nenqueue -> start latency, PostgreSQL, idle worker woken by NOTIFY (polling every 30 s):")
     with scratch_pg("ct_bench_wlat") as (_, url):
         upgrade(make_engine(url))
         latency = bench_latency(url, args.latency_samples)
 
     print("\nqueue alone, PostgreSQL: claim + complete of empty runs with their audit rows (jobs/s)")
-    print("  ct = defaults (claim what is free, one transaction per transition); "
-          "ct+ = prefetch 2x concurrency + group commit")
-    print(f"  {'processes':>9}  {'ct':>6}  {'ct+':>6}  {'raw SKIP LOCKED':>15}  {'pgqueuer':>9}  "
-          f"{'ct+/pgq':>7}  {'ct+/raw':>7}")
+    print(
+        "  ct = defaults (claim what is free, one transaction per transition); "
+        "ct+ = prefetch 2x concurrency + group commit"
+    )
+    print(
+        f"  {'processes':>9}  {'ct':>6}  {'ct+':>6}  {'raw SKIP LOCKED':>15}  {'pgqueuer':>9}  "
+        f"{'ct+/pgq':>7}  {'ct+/raw':>7}"
+    )
     results: dict[int, tuple[float, float, float, float]] = {}
     for processes in [int(p) for p in args.processes.split(",")]:
         with scratch_pg("ct_bench_wq") as (_, url):
@@ -362,8 +402,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         with scratch_pg("ct_bench_wpgq") as (name, _):
             pgq = bench_pgqueuer(name, args.runs, processes)
         results[processes] = (ct, ctp, raw, pgq)
-        print(f"  {processes:>9}  {ct:>6.0f}  {ctp:>6.0f}  {raw:>15.0f}  {pgq:>9.0f}  "
-              f"{ctp / pgq:>7.2f}  {ctp / raw:>7.2f}")
+        print(
+            f"  {processes:>9}  {ct:>6.0f}  {ctp:>6.0f}  {raw:>15.0f}  {pgq:>9.0f}  "
+            f"{ctp / pgq:>7.2f}  {ctp / raw:>7.2f}"
+        )
 
     print("\nqueue alone, SQLite (WAL), 1 worker process:")
     with tempfile.TemporaryDirectory() as tmp:
@@ -377,12 +419,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"  ct {sqlite_rate:.0f} runs/s, ct+ {sqlite_tuned:.0f} runs/s")
 
     print("\nsummary:")
-    print(f"  start latency (commit -> executor) p50 {latency['p50_ms']:.1f} ms (target < 20 ms), "
-          f"p95 {latency['p95_ms']:.1f} ms; from the enqueue call p50 {latency['call_p50_ms']:.1f} ms")
+    print(
+        f"  start latency (commit -> executor) p50 {latency['p50_ms']:.1f} ms (target < 20 ms), "
+        f"p95 {latency['p95_ms']:.1f} ms; from the enqueue call p50 {latency['call_p50_ms']:.1f} ms"
+    )
     top = max(results)
     ct, ctp, raw, pgq = results[top]
-    print(f"  {top} processes: control tower {ct:.0f}/s (tuned {ctp:.0f}/s) vs pgqueuer {pgq:.0f}/s "
-          f"(x{ctp / pgq:.2f}); raw SKIP LOCKED {raw:.0f}/s")
+    print(
+        f"  {top} processes: control tower {ct:.0f}/s (tuned {ctp:.0f}/s) vs pgqueuer {pgq:.0f}/s "
+        f"(x{ctp / pgq:.2f}); raw SKIP LOCKED {raw:.0f}/s"
+    )
     print(f"  load average during the run: {os.getloadavg()}")
 
 

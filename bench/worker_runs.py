@@ -106,8 +106,12 @@ def _floor(root: Path, base: str, n: int = 20) -> dict[str, float]:
     from worker.sandbox import SandboxLimits, probe_sandbox
 
     sandbox = probe_sandbox("auto")
-    samples: dict[str, list[float]] = {"git clone": [], "sandbox true": [], "plain subprocess true": [],
-                                       "diff (unchanged)": []}
+    samples: dict[str, list[float]] = {
+        "git clone": [],
+        "sandbox true": [],
+        "plain subprocess true": [],
+        "diff (unchanged)": [],
+    }
     for i in range(n):
         dest = root / "floor" / str(i)
         t = time.perf_counter()

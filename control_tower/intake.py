@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_tower import intake_pg
+from control_tower.intake_plan import FailureInjected, IntakePlan, actor_for, new_trace_id
 from control_tower.tables import RefusalRow, TaskRow
 from cwom import audit
-from cwom.audit import Actor
 from cwom.base import new_id, utcnow
-from cwom.enums import TaskStatus
 from cwom.rows import insert_ignore
-from cwom.service import CwomIds, create_for_task
-from cwom.tables import RunRow
-from cwom.task_adapter import task_to_cwom
+from cwom.tables import RepoRow, RunRow
+from cwom.task_rows import CwomIds
 from policy import PolicyConfig, PolicyError, TaskCreateV1, evaluate
 from policy.errors import ControlTowerError
+
+__all__ = ["Accepted", "FailureInjected", "IdempotencyConflict", "cwom_ids", "record_refusal", "submit"]
 
 
 class IdempotencyConflict(ControlTowerError):
@@ -29,12 +28,6 @@ class IdempotencyConflict(ControlTowerError):
     http_status = 409
 
 
-class FailureInjected(ControlTowerError):
-    """A test asked intake to fail part-way through its transaction."""
-
-    code = "FAILURE_INJECTED"
-
-
 @dataclass(frozen=True)
 class Accepted:
     """The outcome of a successful intake (`created` is False for an idempotent replay)."""
@@ -42,16 +35,6 @@ class Accepted:
     task: TaskRow
     created: bool
     ids: CwomIds | None = None
-
-
-def new_trace_id() -> str:
-    """A W3C-style 32-hex trace id shared by everything one task causes."""
-    return uuid.uuid4().hex
-
-
-def actor_for(task: TaskCreateV1) -> Actor:
-    """The audit actor for a task: whoever asked for it."""
-    return Actor(task.requested_by.kind, task.requested_by.id)
 
 
 def record_refusal(
@@ -105,107 +88,79 @@ def submit(
     max_attempts: int = 3,
     fail_after_cwom: bool = False,
 ) -> Accepted:
-    """Evaluate and store one task; raises PolicyError (recorded) or IdempotencyConflict."""
+    """Evaluate and store one task; raises PolicyError (recorded) or IdempotencyConflict.
+
+    Everything one task writes (the task, its CWOM objects and links, their audit rows and the
+    worker wake-up) commits together or not at all. PostgreSQL gets it as one statement
+    (`intake_pg`); other databases as Core inserts in one transaction.
+    """
     try:
         task = evaluate(task, config)
     except PolicyError as error:
         record_refusal(factory, task=task, error=error, config=config, source=source)
         raise
+    plan = IntakePlan(task, config, source, create_cwom, max_attempts)
+    engine = factory.kw["bind"]
+    if engine.dialect.name == "postgresql":
+        redactor = factory.kw.get("info", {}).get("redactor")
+        created = intake_pg.write(engine, plan, redactor=redactor, fail_after_cwom=fail_after_cwom)
+        if created is None:
+            return _replay(factory, task)
+        if fail_after_cwom:  # pragma: no cover - write() raised before committing
+            raise FailureInjected(message="failure injected after CWOM objects were written")
+        row, ids = created
+        return Accepted(row, created=True, ids=ids)
     with factory() as session, session.begin():
-        row, created = _insert_task(session, task=task, config=config, source=source)
-        if not created:
-            if row.request_hash != task.request_hash():
-                raise IdempotencyConflict(
-                    message=f"idempotency key {task.idempotency_key!r} was used for a different request",
-                    field="idempotency_key",
-                )
-            return Accepted(row, created=False, ids=cwom_ids(session, row))
-        ids = None
-        actor = actor_for(task)
-        audit.record(
-            session,
-            actor=actor,
-            action="policy_allowed",
-            entity_kind="task",
-            entity_id=row.id,
-            after={"policy_version": config.version_hash, "operation": task.operation},
-            trace_id=row.trace_id,
-        )
-        if create_cwom:
-            ids = create_for_task(
-                session,
-                draft=task_to_cwom(task, policy_version=config.version_hash),
-                task_id=row.id,
-                trace_id=row.trace_id,
-                actor=actor,
-                max_attempts=max_attempts,
-            )
-            if fail_after_cwom:
-                raise FailureInjected(message="failure injected after CWOM objects were written")
-            row.cwom_issue_id, row.run_id = ids.issue_id, ids.run_id
-            if session.get_bind().dialect.name == "postgresql":
-                # Wakes idle workers (LISTEN control_tower_runs); PostgreSQL delivers it on commit.
-                session.execute(text("SELECT pg_notify('control_tower_runs', :id)"), {"id": ids.run_id})
-        audit.record(
-            session,
-            actor=actor,
-            action="created",
-            entity_kind="task",
-            entity_id=row.id,
-            after=_task_audit(row),
-            trace_id=row.trace_id,
-        )
+        stored = _write_generic(session, plan, fail_after_cwom=fail_after_cwom)
+        if stored is None:
+            return _replay_in(session, task)
+        row, ids = stored
         return Accepted(row, created=True, ids=ids)
 
 
-def _insert_task(
-    session: Session, *, task: TaskCreateV1, config: PolicyConfig, source: str
-) -> tuple[TaskRow, bool]:
-    """Insert the task row; on an idempotency-key collision return the row already stored (and False).
+def _write_generic(
+    session: Session, plan: IntakePlan, *, fail_after_cwom: bool
+) -> tuple[TaskRow, CwomIds | None] | None:
+    """Core inserts in the caller's transaction; None when the idempotency key is already taken."""
+    repo_id = None
+    if plan.create_cwom:
+        repo_id = session.execute(select(RepoRow.id).where(RepoRow.slug == plan.task.target.repo)).scalar()
+    built = plan.build(repo_id=repo_id)
+    values = built.task
+    if plan.task.idempotency_key is None:
+        session.execute(insert(TaskRow), [values])
+    elif insert_ignore(session, TaskRow.__table__, values, conflict=["idempotency_key"]) is None:
+        return None
+    if built.objects is not None:
+        rows = built.objects.rows
+        if built.objects.new_repo:
+            # SQLite serialises writers (BEGIN IMMEDIATE): the slug looked up above is still free.
+            session.execute(insert(RepoRow), [rows[0][1]])
+            rows = rows[1:]
+        for table, row in rows:
+            session.execute(insert(table), [row])
+        if fail_after_cwom:
+            raise FailureInjected(message="failure injected after CWOM objects were written")
+    audit.record_entries(session, built.audit)
+    return TaskRow(**values), built.objects.ids if built.objects is not None else None
 
-    The unique index decides, not a read before the write, so concurrent duplicates cannot both win.
-    """
-    now = utcnow()
-    values: dict[str, Any] = {
-        "id": new_id(),
-        "idempotency_key": task.idempotency_key,
-        "request_hash": task.request_hash(),
-        "status": TaskStatus.QUEUED.value,
-        "operation": task.operation,
-        "repo": task.target.repo,
-        "ref": task.target.ref,
-        "priority": task.priority,
-        "requested_by_kind": task.requested_by.kind,
-        "requested_by_id": task.requested_by.id,
-        "source": source,
-        "body": task.model_dump(mode="json"),
-        "policy_version": config.version_hash,
-        "trace_id": new_trace_id(),
-        "created_at": now,
-        "updated_at": now,
-    }
-    if task.idempotency_key is None:
-        return session.scalars(insert(TaskRow).values(**values).returning(TaskRow)).one(), True
-    inserted = insert_ignore(session, TaskRow, values, conflict=["idempotency_key"])
-    if inserted is not None:
-        return inserted, True
+
+def _replay(factory: sessionmaker[Session], task: TaskCreateV1) -> Accepted:
+    with factory() as session:
+        return _replay_in(session, task)
+
+
+def _replay_in(session: Session, task: TaskCreateV1) -> Accepted:
+    """The task already stored under this key: a replay of the same request, or a conflict."""
     existing = session.execute(
         select(TaskRow).where(TaskRow.idempotency_key == task.idempotency_key)
     ).scalar_one()
-    return existing, False
-
-
-def _task_audit(row: TaskRow) -> dict[str, Any]:
-    return {
-        "status": row.status,
-        "operation": row.operation,
-        "repo": row.repo,
-        "ref": row.ref,
-        "source": row.source,
-        "policy_version": row.policy_version,
-        "cwom_issue_id": row.cwom_issue_id,
-        "run_id": row.run_id,
-    }
+    if existing.request_hash != task.request_hash():
+        raise IdempotencyConflict(
+            message=f"idempotency key {task.idempotency_key!r} was used for a different request",
+            field="idempotency_key",
+        )
+    return Accepted(existing, created=False, ids=cwom_ids(session, existing))
 
 
 def cwom_ids(session: Session, row: TaskRow) -> CwomIds | None:

@@ -79,7 +79,9 @@ SYSTEM = Actor("system", "control-tower")
 
 
 @dataclass
-class _Pending:
+class Entry:
+    """An audit row waiting to be chained and written."""
+
     actor: Actor
     action: str
     entity_kind: str
@@ -104,8 +106,14 @@ def record(
     trace_id: str | None = None,
 ) -> None:
     """Queue an audit row; it is written in the same transaction, just before it commits."""
-    pending: list[_Pending] = session.info.setdefault(_PENDING, [])
-    pending.append(_Pending(actor, action, entity_kind, entity_id, before, after, note, trace_id))
+    pending: list[Entry] = session.info.setdefault(_PENDING, [])
+    pending.append(Entry(actor, action, entity_kind, entity_id, before, after, note, trace_id))
+
+
+def record_entries(session: Session, entries: list[Entry]) -> None:
+    """Queue entries built elsewhere (see `cwom.task_rows`); written like `record()`'s."""
+    pending: list[Entry] = session.info.setdefault(_PENDING, [])
+    pending.extend(entries)
 
 
 def canonical(row: dict[str, Any]) -> str:
@@ -175,18 +183,15 @@ def _split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
     return prefix, suffix
 
 
-def flush_pending(session: Session) -> int:
-    """Chain and insert the queued rows under the head lock; returns how many were written.
+# An entry ready for the chain: its row values (without seq, prev_hash, hash) and its canonical JSON
+# split around the seq value, which is known only once the head is locked.
+Prepared = tuple[dict[str, Any], str, str]
 
-    Everything but the chaining itself (ids, redaction, canonical JSON) is prepared before the lock
-    is taken, so the lock is held for two statements and the commit, not for Python work.
-    """
-    pending: list[_Pending] = session.info.pop(_PENDING, [])
-    if not pending:
-        return 0
-    redactor: Redacts | None = session.info.get("redactor")
+
+def prepare(entries: list[Entry], redactor: Redacts | None) -> list[Prepared]:
+    """Ids, redaction and canonical JSON for each entry: all the work that needs no lock."""
     prepared = []
-    for item in pending:
+    for item in entries:
         fields = hashed_fields(
             id=new_id(),
             seq=0,
@@ -203,6 +208,19 @@ def flush_pending(session: Session) -> int:
         )
         prefix, suffix = _split_canonical(fields)
         prepared.append(({**fields, "ts": item.ts}, prefix, suffix))
+    return prepared
+
+
+def flush_pending(session: Session) -> int:
+    """Chain and insert the queued rows under the head lock; returns how many were written.
+
+    Everything but the chaining itself (ids, redaction, canonical JSON) is prepared before the lock
+    is taken, so the lock is held for two statements and the commit, not for Python work.
+    """
+    pending: list[Entry] = session.info.pop(_PENDING, [])
+    if not pending:
+        return 0
+    prepared = prepare(pending, session.info.get("redactor"))
     if session.get_bind().dialect.name == "postgresql":
         return _append_postgresql(session, prepared)
     head = session.execute(
@@ -223,16 +241,23 @@ def flush_pending(session: Session) -> int:
 # One statement on PostgreSQL: lock the head, chain the hashes (sha256 over the same text the Python
 # path hashes: prev_hash + prefix + seq + suffix), insert the rows and move the head. The head's row
 # lock is then held for this statement and the commit only, with no Python in between.
-_PG_APPEND = text(
-    """
-WITH RECURSIVE
-head AS (SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE),
+# `rows_param` is a jsonb array built by `pg_payload`; `gate`, over its rows `r`, may keep only some of
+# them (e.g. those whose `task` another CTE of the same statement inserted); the kept rows are chained
+# in their order. The fragment defines `ins` (the inserted
+# seqs) and `moved` (the new head); it is spliced into a WITH RECURSIVE clause.
+def pg_chain_ctes(rows_param: str, gate: str = "TRUE") -> str:
+    """The CTEs that lock the head, chain, insert and move the head, for one statement."""
+    return f"""
 input AS (
-    SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-        n int, id text, ts timestamptz, actor_kind text, actor_id text, action text,
+    SELECT (row_number() OVER (ORDER BY r.n))::int AS n, r.id, r.ts, r.actor_kind, r.actor_id, r.action,
+           r.entity_kind, r.entity_id, r.before, r.after, r.note, r.trace_id, r.prefix, r.suffix
+    FROM jsonb_to_recordset(CAST({rows_param} AS jsonb)) AS r(
+        n int, task text, id text, ts timestamptz, actor_kind text, actor_id text, action text,
         entity_kind text, entity_id text, before jsonb, after jsonb, note text, trace_id text,
         prefix text, suffix text)
+    WHERE ({gate})
 ),
+head AS (SELECT seq, hash FROM audit_head WHERE id = 1 AND EXISTS (SELECT 1 FROM input) FOR UPDATE),
 chain (n, seq, prev, hash) AS (
     SELECT 0, head.seq, NULL::text, head.hash::text FROM head
     UNION ALL
@@ -250,28 +275,44 @@ ins AS (
     FROM input i JOIN chain c ON c.n = i.n
     RETURNING seq
 ),
-last AS (SELECT seq, hash FROM chain ORDER BY n DESC LIMIT 1),
+last AS (SELECT seq, hash FROM chain WHERE n > 0 ORDER BY n DESC LIMIT 1),
 moved AS (
     UPDATE audit_head SET seq = last.seq, hash = last.hash FROM last WHERE audit_head.id = 1
     RETURNING audit_head.seq
-)
-SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT seq FROM moved) AS head_seq
-"""
+)"""  # noqa: S608 - fixed fragments: `gate` and `rows_param` come from this codebase, never input
+
+
+# One statement on PostgreSQL: lock the head, chain the hashes (sha256 over the same text the Python
+# path hashes: prev_hash + prefix + seq + suffix), insert the rows and move the head. The head's row
+# lock is then held for this statement and the commit only, with no Python in between.
+_PG_APPEND = text(
+    "WITH RECURSIVE"  # noqa: S608
+    + pg_chain_ctes(":rows")
+    + "\nSELECT (SELECT count(*) FROM ins) AS inserted, (SELECT seq FROM moved) AS head_seq"
 )
 
 
-def _append_postgresql(session: Session, prepared: list[tuple[dict[str, Any], str, str]]) -> int:
-    payload = [
-        {
-            **{k: v for k, v in row.items() if k != "seq"},
-            "n": n,
-            "ts": row["ts"].isoformat(timespec="microseconds"),
-            "prefix": prefix,
-            "suffix": suffix,
-        }
-        for n, (row, prefix, suffix) in enumerate(prepared, 1)
-    ]
-    result = session.execute(_PG_APPEND, {"rows": json.dumps(payload, ensure_ascii=False)}).one()
+def pg_payload(prepared: list[Prepared], *, tasks: list[str] | None = None) -> str:
+    """The jsonb array `pg_chain_ctes` reads: one object per row, numbered in chain order (with the
+    task each row belongs to, when given, for a gate to test)."""
+    return json.dumps(
+        [
+            {
+                **{k: v for k, v in row.items() if k != "seq"},
+                "n": n,
+                "ts": row["ts"].isoformat(timespec="microseconds"),
+                "prefix": prefix,
+                "suffix": suffix,
+                **({"task": tasks[n - 1]} if tasks is not None else {}),
+            }
+            for n, (row, prefix, suffix) in enumerate(prepared, 1)
+        ],
+        ensure_ascii=False,
+    )
+
+
+def _append_postgresql(session: Session, prepared: list[Prepared]) -> int:
+    result = session.execute(_PG_APPEND, {"rows": pg_payload(prepared)}).one()
     if result.inserted != len(prepared):  # pragma: no cover - the statement inserts all or fails
         raise RuntimeError(f"audit append wrote {result.inserted} of {len(prepared)} rows")
     return int(result.inserted)

@@ -55,9 +55,7 @@ def _filtered(f: AuditFilter) -> Select[Any]:
     return stmt
 
 
-def page_statement(
-    *, filters: AuditFilter, limit: int, before_seq: int | None = None
-) -> Select[Any]:
+def page_statement(*, filters: AuditFilter, limit: int, before_seq: int | None = None) -> Select[Any]:
     """The SELECT behind `page` (the benchmark EXPLAINs it)."""
     stmt = _filtered(filters).order_by(AuditRow.seq.desc()).limit(limit)
     if before_seq is not None:

@@ -114,9 +114,7 @@ def _prefetch(cur: psycopg.Cursor[Any], batch: int, stop: threading.Event) -> It
         thread.join()
 
 
-def check_range(
-    cur: psycopg.Cursor[Any], *, batch: int, reference: Callable[[int], bool]
-) -> RangeResult:
+def check_range(cur: psycopg.Cursor[Any], *, batch: int, reference: Callable[[int], bool]) -> RangeResult:
     """Check the `_FAST` rows the (already executed) cursor yields, in seq order, against each other."""
     loads, dumps, sort_keys, sha256 = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.sha256
     count = 0

@@ -291,7 +291,8 @@ def run_agent_step(ctx: StepContext, spec: AgentSpec, provider: AIProvider | Non
     ctx.publish_info["agent_summary"] = result.summary
     if not result.ok:
         return StepOutcome.failed(
-            result.stop_code.value, f"the agent stopped: {result.stop_code.value} after {result.turns} turns",
+            result.stop_code.value,
+            f"the agent stopped: {result.stop_code.value} after {result.turns} turns",
             **output,
         )
     return StepOutcome(StepStatus.COMPLETED, output)
@@ -304,8 +305,9 @@ def run_verify(ctx: StepContext, spec: VerifySpec) -> StepOutcome:
     """The doctrine's verify command in the sandbox; a non-zero exit is VERIFY_FAILED."""
     command = verify_command(ctx.task, spec.command)
     if command is None:
-        ctx.trace.event("verify.skipped", {"reason": "no verify command in the doctrine or inputs"},
-                        step_id=spec.id)
+        ctx.trace.event(
+            "verify.skipped", {"reason": "no verify command in the doctrine or inputs"}, step_id=spec.id
+        )
         return StepOutcome(StepStatus.COMPLETED, {"skipped": True, "reason": "no verify command"})
     remaining = deadline_of(ctx, spec.budget_seconds) - time.monotonic()
     if remaining <= 0:
@@ -370,8 +372,12 @@ def run_diff_check(ctx: StepContext, spec: DiffCheckSpec) -> StepOutcome:
         return StepOutcome.failed("NO_WORKSPACE", "diff_check needs a checkout first")
     diff = co.workspace_diff(ctx.workspace, max_bytes=spec.max_diff_bytes + 1)
     size = len(diff.patch.encode("utf-8", "surrogateescape"))
-    output: dict[str, Any] = {"files": len(diff.paths), "paths": diff.paths[:200], "diff_bytes": size,
-                              "docs_only": spec.docs_only}
+    output: dict[str, Any] = {
+        "files": len(diff.paths),
+        "paths": diff.paths[:200],
+        "diff_bytes": size,
+        "docs_only": spec.docs_only,
+    }
     reasons = refused_paths(
         diff.paths,
         ctx.workspace,
@@ -383,13 +389,23 @@ def run_diff_check(ctx: StepContext, spec: DiffCheckSpec) -> StepOutcome:
         ctx.trace.event("diff.refused", {"code": "PATH_NOT_ALLOWED", "reasons": reasons}, step_id=spec.id)
         shown = sorted({p for ps in reasons.values() for p in ps})
         return StepOutcome.failed(
-            "PATH_NOT_ALLOWED", f"changes to {', '.join(shown[:10])} are not allowed ({', '.join(reasons)})",
-            refused=reasons, **output,
+            "PATH_NOT_ALLOWED",
+            f"changes to {', '.join(shown[:10])} are not allowed ({', '.join(reasons)})",
+            refused=reasons,
+            **output,
         )
     if len(diff.paths) > spec.max_files or diff.truncated or size > spec.max_diff_bytes:
-        ctx.trace.event("diff.refused", {"code": "DIFF_TOO_LARGE", "files": len(diff.paths), "bytes": size,
-                                         "max_files": spec.max_files, "max_bytes": spec.max_diff_bytes},
-                        step_id=spec.id)
+        ctx.trace.event(
+            "diff.refused",
+            {
+                "code": "DIFF_TOO_LARGE",
+                "files": len(diff.paths),
+                "bytes": size,
+                "max_files": spec.max_files,
+                "max_bytes": spec.max_diff_bytes,
+            },
+            step_id=spec.id,
+        )
         return StepOutcome.failed(
             "DIFF_TOO_LARGE",
             f"the change has {len(diff.paths)} files / {size} bytes; limits {spec.max_files} / "
@@ -431,8 +447,15 @@ def run_report(ctx: StepContext, spec: ReportSpec) -> StepOutcome:
     text = render_report(ctx, str(summary))
     path = ctx.trace.write_text("report.md", text)
     digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    ctx.artifacts.append({"key": "report", "type": ArtifactType.REPORT.value, "title": "report.md",
-                          "uri": path.resolve().as_uri(), "digest": digest})
+    ctx.artifacts.append(
+        {
+            "key": "report",
+            "type": ArtifactType.REPORT.value,
+            "title": "report.md",
+            "uri": path.resolve().as_uri(),
+            "digest": digest,
+        }
+    )
     ctx.publish_info["report_markdown"] = path.read_text("utf-8")
     return StepOutcome(StepStatus.COMPLETED, {"report": "report.md", "digest": digest, "chars": len(text)})
 

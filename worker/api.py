@@ -23,8 +23,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}, 409: 
 
 
 def _queue(factory: SessionFactoryDep, settings: SettingsDep) -> RunQueue:
-    return RunQueue(factory, lease_seconds=settings.worker_lease_seconds,
-                    max_attempts=settings.worker_max_attempts)
+    return RunQueue(
+        factory, lease_seconds=settings.worker_lease_seconds, max_attempts=settings.worker_max_attempts
+    )
 
 
 QueueDep = Annotated[RunQueue, Depends(_queue)]
@@ -135,12 +136,23 @@ def run_view(session: Session, run_id: str) -> RunOut:
         duration = round((run.ended_at - run.started_at).total_seconds() * 1000, 1)
     telemetry = run.telemetry if isinstance(run.telemetry, dict) else {}
     return RunOut(
-        id=run.id, task_id=run.task_id, issue_id=run.issue_id, trace_id=run.trace_id, status=run.status,
-        current_step=run.current_step, attempt=run.attempt, max_attempts=run.max_attempts,
-        locked_by=run.locked_by, lease_expires_at=run.lease_expires_at, created_at=run.created_at,
-        started_at=run.started_at, ended_at=run.ended_at, duration_ms=duration,
+        id=run.id,
+        task_id=run.task_id,
+        issue_id=run.issue_id,
+        trace_id=run.trace_id,
+        status=run.status,
+        current_step=run.current_step,
+        attempt=run.attempt,
+        max_attempts=run.max_attempts,
+        locked_by=run.locked_by,
+        lease_expires_at=run.lease_expires_at,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        duration_ms=duration,
         error=RunError(code=run.error_code, message=run.error_message) if run.error_code else None,
-        approvals=list(telemetry.get("approvals", [])), timings_ms=dict(telemetry.get("timings_ms", {})),
+        approvals=list(telemetry.get("approvals", [])),
+        timings_ms=dict(telemetry.get("timings_ms", {})),
         steps=[StepOut.model_validate(s) for s in list_steps(session, run_id)],
         artifacts=[ArtifactOut.model_validate(a) for a in artifacts],
     )

@@ -32,14 +32,30 @@ def record_artifact(
     """Insert the run's `key` artifact, or update its uri/digest (a later attempt); returns its id."""
     now = utcnow()
     values: dict[str, Any] = {
-        "id": new_id(), "run_id": run_id, "issue_id": issue_id, "type": type, "title": title, "uri": uri,
-        "digest": digest, "verification": {}, "idempotency_key": f"{run_id}:{key}", "trace_id": trace_id,
-        "created_at": now, "updated_at": now,
+        "id": new_id(),
+        "run_id": run_id,
+        "issue_id": issue_id,
+        "type": type,
+        "title": title,
+        "uri": uri,
+        "digest": digest,
+        "verification": {},
+        "idempotency_key": f"{run_id}:{key}",
+        "trace_id": trace_id,
+        "created_at": now,
+        "updated_at": now,
     }
     created = insert_ignore(session, ArtifactRow, values, conflict=["idempotency_key"])
     if created is not None:
-        audit.record(session, actor=WORKER, action="created", entity_kind=ObjectKind.ARTIFACT,
-                     entity_id=created.id, after=snapshot(created), trace_id=trace_id)
+        audit.record(
+            session,
+            actor=WORKER,
+            action="created",
+            entity_kind=ObjectKind.ARTIFACT,
+            entity_id=created.id,
+            after=snapshot(created),
+            trace_id=trace_id,
+        )
         return str(created.id)
     row = session.execute(
         select(ArtifactRow).where(ArtifactRow.idempotency_key == values["idempotency_key"])
@@ -47,6 +63,14 @@ def record_artifact(
     if (row.uri, row.digest) != (uri, digest):
         before = {"uri": row.uri, "digest": row.digest}
         row.uri, row.digest, row.updated_at = uri, digest, now
-        audit.record(session, actor=WORKER, action="updated", entity_kind=ObjectKind.ARTIFACT,
-                     entity_id=row.id, before=before, after={"uri": uri, "digest": digest}, trace_id=trace_id)
+        audit.record(
+            session,
+            actor=WORKER,
+            action="updated",
+            entity_kind=ObjectKind.ARTIFACT,
+            entity_id=row.id,
+            before=before,
+            after={"uri": uri, "digest": digest},
+            trace_id=trace_id,
+        )
     return str(row.id)

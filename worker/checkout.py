@@ -90,7 +90,9 @@ def clone(base_url: str, repo: str, ref: str, dest: Path) -> Checkout:
             repo_obj.git.checkout("--detach", ref, "--")
         else:
             repo_obj = git.Repo.clone_from(
-                url, dest, env=env,
+                url,
+                dest,
+                env=env,
                 multi_options=["--depth=1", f"--branch={ref}", "--no-tags", "--single-branch", "-q", *_FAST],
                 allow_unsafe_options=True,  # only for our own --config above; the ref was checked
             )

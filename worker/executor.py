@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,8 @@ class RunExecutor:
         if github is not None:
             self.runners["publish"] = self._run_publish
         self.redactor = Redactor(named=settings.secret_values())
+        # Step bookkeeping written while the step runs (write-behind); one write in flight per run.
+        self._writer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ct-step-writes")
 
     def __call__(self, claim: Claim, control: RunControl) -> None:
         """Execute one attempt of a run to a final state, a wait, or a stop."""
@@ -133,8 +136,10 @@ class RunExecutor:
         try:
             self._execute(ctx, loaded, started_at, t0)
         except _Stop:
+            self._settle_quietly(ctx)
             self._stopped(ctx, started_at, t0)
         finally:
+            self._settle_quietly(ctx)
             trace.close()
             if ctx.workspace is not None and not self.settings.keep_workspaces:
                 co.remove_workspace(ctx.workspace)
@@ -177,8 +182,10 @@ class RunExecutor:
                 continue
             pending.append(self._begin_write(ctx, spec, n))
             if spec.type not in QUICK_STEPS:
-                # Written before a step that may take long, so GET /runs/{id} shows it running.
-                self._flush(ctx, pending)
+                # Written as a step that may take long starts, so GET /runs/{id} shows it running. The
+                # write goes on beside the step: a lost lease found by it stops the step (control.stop)
+                # and surfaces at the next flush, which waits for it first.
+                self._flush(ctx, pending, background=True)
             ctx.trace.event("step.started", {"n": n, "type": spec.type}, step_id=spec.id)
             outcome = self._run_step(ctx, spec)
             if ctx.control.cancelled.is_set():
@@ -418,22 +425,48 @@ class RunExecutor:
 
     # -- database -------------------------------------------------------------------------------------
 
-    def _flush(self, ctx: StepContext, pending: list[Write]) -> None:
-        """Apply queued step writes in one fenced transaction (a stale worker writes nothing)."""
+    def _flush(self, ctx: StepContext, pending: list[Write], *, background: bool = False) -> None:
+        """Apply queued step writes in one fenced transaction (a stale worker writes nothing).
+
+        Writes keep their order: a flush first waits for the one still running in the background.
+        """
+        self._settle(ctx)
         if not pending:
             return
+        batch = list(pending)
+        pending.clear()
+        if background:
+            ctx.writes = self._writer.submit(self._write, ctx, batch, "db_background")
+        else:
+            self._write(ctx, batch, "db")
+
+    def _write(self, ctx: StepContext, batch: list[Write], phase: str) -> None:
         t1 = time.perf_counter()
         try:
             with ctx.queue.fenced(ctx.claim) as session:
-                for write in pending:
+                for write in batch:
                     write(session)
         except LostLease as exc:
             if ctx.control.reason is None:
                 ctx.control.stop("lease_lost")
             raise _Stop from exc
         finally:
-            ctx.timed("db", t1)
-        pending.clear()
+            ctx.timed(phase, t1)
+
+    @staticmethod
+    def _settle(ctx: StepContext) -> None:
+        """Wait for the background write, re-raising what it raised (_Stop for a lost lease)."""
+        inflight, ctx.writes = ctx.writes, None
+        if inflight is not None:
+            inflight.result()
+
+    @staticmethod
+    def _settle_quietly(ctx: StepContext) -> None:
+        """On the way out of a stopped or failed attempt: wait, but the first error already decided."""
+        try:
+            RunExecutor._settle(ctx)
+        except Exception:
+            log.debug("step.write_dropped", run_id=ctx.claim.run_id)
 
     @staticmethod
     def _begin_write(ctx: StepContext, spec: Spec, n: int) -> Write:

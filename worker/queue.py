@@ -154,8 +154,9 @@ class RunQueue:
                 updated_at=now,
                 version=RunRow.version + 1,
             )
-            .returning(RunRow.id, RunRow.task_id, RunRow.attempt, RunRow.trace_id, RunRow.priority,
-                       RunRow.created_at)
+            .returning(
+                RunRow.id, RunRow.task_id, RunRow.attempt, RunRow.trace_id, RunRow.priority, RunRow.created_at
+            )
             .execution_options(synchronize_session=False)
         )
         actor = Actor("worker", worker_id)
@@ -355,12 +356,14 @@ class RunQueue:
                     self._notify(session, run.id)
                 status = _status(run.status)
                 self._mirror(
-                    session, [run.task_id] if run.task_id else [], status, now, run.error_code,
+                    session,
+                    [run.task_id] if run.task_id else [],
+                    status,
+                    now,
+                    run.error_code,
                     run.error_message,
                 )
-                self._audit(
-                    session, run, audit.SYSTEM, before, f"lease of {expired_holder} expired"
-                )
+                self._audit(session, run, audit.SYSTEM, before, f"lease of {expired_holder} expired")
                 reaped += 1
         return reaped
 
@@ -403,8 +406,15 @@ class RunQueue:
                 )
             before = self._state(run)
             approvals = list(run.telemetry.get("approvals", []))
-            approvals.append({"decision": decision, "by": f"{actor.kind}:{actor.id}", "note": note,
-                              "at": now.isoformat(), "step": run.current_step})
+            approvals.append(
+                {
+                    "decision": decision,
+                    "by": f"{actor.kind}:{actor.id}",
+                    "note": note,
+                    "at": now.isoformat(),
+                    "step": run.current_step,
+                }
+            )
             run.telemetry = {**run.telemetry, "approvals": approvals}
             run.updated_at, run.version = now, run.version + 1
             if decision == "approve":
@@ -418,8 +428,12 @@ class RunQueue:
                 run.error_code = "APPROVAL_REJECTED"
                 run.error_message = note or f"rejected by {actor.id}"
                 self._mirror(
-                    session, [run.task_id] if run.task_id else [], RunStatus.FAILED, now,
-                    run.error_code, run.error_message,
+                    session,
+                    [run.task_id] if run.task_id else [],
+                    RunStatus.FAILED,
+                    now,
+                    run.error_code,
+                    run.error_message,
                 )
             self._audit(session, run, actor, before, note, decision=decision)
         return run
@@ -438,8 +452,9 @@ class RunQueue:
     def _lock_owned(self, session: Session, claim: Claim) -> RunRow:
         run = session.scalars(select(RunRow).where(*self._owned(claim)).with_for_update()).first()
         if run is None:
-            raise LostLease(message=f"run {claim.run_id} attempt {claim.attempt} is no longer held by "
-                            f"{claim.worker_id}")
+            raise LostLease(
+                message=f"run {claim.run_id} attempt {claim.attempt} is no longer held by {claim.worker_id}"
+            )
         return run
 
     @staticmethod
@@ -482,5 +497,6 @@ class RunQueue:
     def _notify(self, session: Session, payload: str) -> None:
         # Delivered by PostgreSQL on commit, so a listener never sees a run it cannot yet read.
         if self.is_postgresql:
-            session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                            {"channel": NOTIFY_CHANNEL, "payload": payload})
+            session.execute(
+                text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": payload}
+            )

@@ -32,7 +32,8 @@ class ReplayError(TraceError):
 def agent_segment(events: list[dict[str, Any]], step_id: str | None = None) -> list[dict[str, Any]]:
     """The events of the last agent.start (of `step_id`, if given) up to its agent.stop."""
     starts = [
-        i for i, e in enumerate(events)
+        i
+        for i, e in enumerate(events)
         if e.get("type") == "agent.start" and (step_id is None or e.get("step_id") == step_id)
     ]
     if not starts:
@@ -112,12 +113,15 @@ def replay_run(
             assert isinstance(constraints, Mapping)
             bash = (
                 sandbox_bash_runner(
-                    sandbox=box, workspace=checkout.path,
-                    cancel=threading.Event(), deadline=time.monotonic() + REPLAY_BUDGET_SECONDS,
+                    sandbox=box,
+                    workspace=checkout.path,
+                    cancel=threading.Event(),
+                    deadline=time.monotonic() + REPLAY_BUDGET_SECONDS,
                     allow_network=bool(constraints.get("allow_network", False)),
                     max_seconds=REPLAY_BUDGET_SECONDS,
                 )
-                if box.available else _unavailable_bash
+                if box.available
+                else _unavailable_bash
             )
         provider = ReplayProvider.from_events(segment)
         try:

@@ -68,8 +68,13 @@ def begin_step(session: Session, *, run_id: str, attempt: int, n: int, step_id: 
     row_id = session.execute(
         update(RunStepRow)
         .where(RunStepRow.run_id == run_id, RunStepRow.attempt == attempt, RunStepRow.n == n)
-        .values(status=StepStatus.RUNNING.value, started_at=now, ended_at=None, error_code=None,
-                error_message=None)
+        .values(
+            status=StepStatus.RUNNING.value,
+            started_at=now,
+            ended_at=None,
+            error_code=None,
+            error_message=None,
+        )
         .returning(RunStepRow.id)
     ).scalar_one()
     return str(row_id)
@@ -95,16 +100,30 @@ def end_step(
         insert_ignore(
             session,
             RunStepRow,
-            {"id": new_id(), "run_id": run_id, "n": n, "step_id": step_id, "type": type,
-             "attempt": attempt, "status": status.value, "started_at": None, "output": {}},
+            {
+                "id": new_id(),
+                "run_id": run_id,
+                "n": n,
+                "step_id": step_id,
+                "type": type,
+                "attempt": attempt,
+                "status": status.value,
+                "started_at": None,
+                "output": {},
+            },
             conflict=["run_id", "attempt", "n"],
         )
     ended = None if status is StepStatus.WAITING else now
     session.execute(
         update(RunStepRow)
         .where(RunStepRow.run_id == run_id, RunStepRow.attempt == attempt, RunStepRow.n == n)
-        .values(status=status.value, ended_at=ended, output=output or {}, error_code=error_code,
-                error_message=error_message)
+        .values(
+            status=status.value,
+            ended_at=ended,
+            output=output or {},
+            error_code=error_code,
+            error_message=error_message,
+        )
     )
 
 

@@ -171,8 +171,9 @@ class _Runner:
             "cgroup": self.cgroups.describe() if self.cgroups is not None else None,
             "memory": "cgroup" if self.cgroups is not None else "rlimit_as",
             # RLIMIT_NPROC counts per host uid and is never enforced for uid 0 (bwrap maps uid 1000 to us).
-            "pids": "cgroup" if self.cgroups is not None else
-                    ("none (RLIMIT_NPROC is ignored for root)" if as_root else "rlimit_nproc"),
+            "pids": "cgroup"
+            if self.cgroups is not None
+            else ("none (RLIMIT_NPROC is ignored for root)" if as_root else "rlimit_nproc"),
             "cpu": "cgroup" if self.cgroups is not None else "none",
             "rlimits": ["RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CORE=0"],
             "kill": self.kill_mechanism(),
@@ -187,8 +188,9 @@ class _Runner:
         """The tier and its mechanisms, written into every trace."""
         return {"tier": self.tier, "available": self.available, **self.mechanisms()}
 
-    def command(self, argv: Sequence[str], workspace: Path, allow_network: bool,
-                env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    def command(
+        self, argv: Sequence[str], workspace: Path, allow_network: bool, env: Mapping[str, str]
+    ) -> tuple[list[str], dict[str, str]]:
         """(argv to exec, environment to exec it with)."""
         return list(argv), dict(env)
 
@@ -210,13 +212,23 @@ class _Runner:
         workspace = workspace.resolve()
         full_env = {**BASE_ENV, **(env or {})}
         cmd, exec_env = self.command(argv, workspace, allow_network, full_env)
-        cgroup = (self.cgroups.create(memory_bytes=limits.memory_bytes, pids=limits.pids,
-                                      cpu_cores=limits.cpu_cores) if self.cgroups is not None else None)
+        cgroup = (
+            self.cgroups.create(
+                memory_bytes=limits.memory_bytes, pids=limits.pids, cpu_cores=limits.cpu_cores
+            )
+            if self.cgroups is not None
+            else None
+        )
         try:
             proc = subprocess.Popen(
-                cmd, cwd=workspace, env=exec_env, start_new_session=True, close_fds=True,
+                cmd,
+                cwd=workspace,
+                env=exec_env,
+                start_new_session=True,
+                close_fds=True,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 preexec_fn=_preexec(limits, cgroup, rlimit_as=cgroup is None),
             )
         except BaseException:
@@ -238,11 +250,16 @@ class _Runner:
             cgroup.destroy()
         return SandboxResult(
             exit_code=proc.returncode if reason is None or reason == "MEMORY_LIMIT" else None,
-            stdout=bytes(out.kept), stderr=bytes(err.kept),
-            stdout_bytes_total=out.total, stderr_bytes_total=err.total,
+            stdout=bytes(out.kept),
+            stderr=bytes(err.kept),
+            stdout_bytes_total=out.total,
+            stderr_bytes_total=err.total,
             truncated=out.total > len(out.kept) or err.total > len(err.kept),
-            timed_out=reason == "TIME_BUDGET_EXCEEDED", cancelled=reason == "CANCELLED",
-            killed_reason=reason, duration_s=time.monotonic() - started, tier=self.tier,
+            timed_out=reason == "TIME_BUDGET_EXCEEDED",
+            cancelled=reason == "CANCELLED",
+            killed_reason=reason,
+            duration_s=time.monotonic() - started,
+            tier=self.tier,
         )
 
     @staticmethod
@@ -315,14 +332,24 @@ class BwrapSandbox(_Runner):
             ),
         }
 
-    def command(self, argv: Sequence[str], workspace: Path, allow_network: bool,
-                env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    def command(
+        self, argv: Sequence[str], workspace: Path, allow_network: bool, env: Mapping[str, str]
+    ) -> tuple[list[str], dict[str, str]]:
         """The bwrap command line; bwrap itself gets an empty environment too."""
         ws = str(workspace)
         cmd = [
-            self.bwrap, "--unshare-all", "--unshare-user",
-            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-            "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--clearenv",
+            self.bwrap,
+            "--unshare-all",
+            "--unshare-user",
+            "--uid",
+            str(SANDBOX_UID),
+            "--gid",
+            str(SANDBOX_UID),
+            "--cap-drop",
+            "ALL",
+            "--die-with-parent",
+            "--new-session",
+            "--clearenv",
         ]
         if allow_network:
             cmd.append("--share-net")
@@ -368,9 +395,28 @@ def system_mounts() -> list[str]:
 def _bwrap_works(bwrap: str) -> bool:
     try:
         done = subprocess.run(
-            [bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--cap-drop", "ALL",
-             "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "true"],
-            capture_output=True, timeout=10, env={},
+            [
+                bwrap,
+                "--unshare-all",
+                "--unshare-user",
+                "--uid",
+                str(SANDBOX_UID),
+                "--cap-drop",
+                "ALL",
+                "--die-with-parent",
+                "--ro-bind",
+                "/",
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "--",
+                "true",
+            ],
+            capture_output=True,
+            timeout=10,
+            env={},
         )
     except (OSError, subprocess.TimeoutExpired):
         return False

@@ -115,8 +115,7 @@ class CgroupManager:
 
     def describe(self) -> dict[str, object]:
         """What the trace records about the cgroup mechanism."""
-        return {"version": self.version, "where": self.where,
-                "controllers": ["memory", "pids", "cpu"]}
+        return {"version": self.version, "where": self.where, "controllers": ["memory", "pids", "cpu"]}
 
     def create(self, *, memory_bytes: int, pids: int, cpu_cores: float) -> RunCgroup:
         """A fresh child cgroup with the run's limits written."""

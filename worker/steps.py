@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -112,6 +113,8 @@ class StepContext:
     publish_info: dict[str, Any] = field(default_factory=dict)
     # When this attempt started (time.monotonic()); AI steps count the time budget from here.
     started: float = field(default_factory=time.monotonic)
+    # The executor's step bookkeeping still being written in the background (at most one at a time).
+    writes: Future[None] | None = None
 
     def timed(self, phase: str, started: float) -> None:
         """Add the time since `started` (perf_counter) to a phase of the overhead breakdown."""
@@ -157,8 +160,13 @@ def _sandbox_env() -> dict[str, str]:
     # Nothing from the worker's environment: no token can reach the step.
     home = "/tmp"  # noqa: S108 - the sandbox's own private tmpfs, not the host's /tmp
     # PYTHONDONTWRITEBYTECODE: a test command must not leave __pycache__/ in the diff that gets published.
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8", "TERM": "dumb",
-            "PYTHONDONTWRITEBYTECODE": "1"}
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "LANG": "C.UTF-8",
+        "TERM": "dumb",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
 
 
 def run_shell(ctx: StepContext, spec: ShellSpec) -> StepOutcome:

@@ -458,8 +458,20 @@ def _short(value: Any, limit: int = 140) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_HEADER_KEYS = ("run_id", "task_id", "trace_id", "status", "error_code", "attempt", "worker_id",
-                "started_at", "ended_at", "duration_ms", "sandbox", "tokens")
+_HEADER_KEYS = (
+    "run_id",
+    "task_id",
+    "trace_id",
+    "status",
+    "error_code",
+    "attempt",
+    "worker_id",
+    "started_at",
+    "ended_at",
+    "duration_ms",
+    "sandbox",
+    "tokens",
+)
 
 
 def render_trace(root: Path | str, run_id: str, *, tail_lines: int = 10) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from control_tower.tables import TaskRow
-from cwom.service import CwomIds
+from cwom.task_rows import CwomIds
 
 
 class ErrorInfo(BaseModel):

@@ -64,8 +64,19 @@ class PrivateCluster:
 
     def restart(self) -> None:
         # -m fast: every connection is terminated, as a crash or failover would do to clients.
-        self._run("pg_ctl", "-D", str(self.data), "-o", self._opts(), "-l", str(self.root / "log"),
-                  "-m", "fast", "-w", "restart")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            self._opts(),
+            "-l",
+            str(self.root / "log"),
+            "-m",
+            "fast",
+            "-w",
+            "restart",
+        )
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
@@ -133,7 +144,8 @@ def test_postgresql_restart_under_load_loses_no_run(cluster: PrivateCluster, tmp
             try:
                 with factory() as session:
                     rows = session.execute(
-                        select(RunRow.status, func.count()).where(RunRow.id.in_(run_ids))
+                        select(RunRow.status, func.count())
+                        .where(RunRow.id.in_(run_ids))
                         .group_by(RunRow.status)
                     ).all()
                     statuses = dict(rows)
@@ -146,7 +158,8 @@ def test_postgresql_restart_under_load_loses_no_run(cluster: PrivateCluster, tmp
     with factory() as session:
         done = session.scalars(
             select(AuditRow.entity_id).where(
-                AuditRow.entity_kind == "run", AuditRow.action == "status_changed",
+                AuditRow.entity_kind == "run",
+                AuditRow.action == "status_changed",
                 AuditRow.after["status"].as_string() == "done",
             )
         ).all()

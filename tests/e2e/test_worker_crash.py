@@ -33,8 +33,17 @@ def worker_process(
     db_url: str, worker_id: str, markers: Path, *, lease: float, sleep: float, grace: float = 30.0
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real worker process (tests/e2e/worker_proc.py); killed at the end if still alive."""
-    args = [sys.executable, "-m", "tests.e2e.worker_proc", db_url, worker_id, str(lease), str(sleep),
-            str(markers), str(grace)]
+    args = [
+        sys.executable,
+        "-m",
+        "tests.e2e.worker_proc",
+        db_url,
+        worker_id,
+        str(lease),
+        str(sleep),
+        str(markers),
+        str(grace),
+    ]
     log = (markers / f"{worker_id}.log").open("wb")
     proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -50,9 +50,7 @@ def main() -> int:
             mark(claim, "refused")
 
     notifier: Notifier | None = PgNotifier.for_engine(engine) if queue.is_postgresql else None
-    worker = Worker(
-        queue, executor, worker_id=worker_id, concurrency=2, poll_interval=0.1, notifier=notifier
-    )
+    worker = Worker(queue, executor, worker_id=worker_id, concurrency=2, poll_interval=0.1, notifier=notifier)
     install_signal_handlers(worker, grace)
     (out / f"ready.{worker_id}").touch()
     worker.run()

@@ -48,10 +48,23 @@ FILES: dict[str, bytes | str] = {
     "test.sh": "python3 test_app.py\n",
     ".github/workflows/ci.yml": "on: push\n",
 }
-AI_KEYS = ("provider", "model", "template_id", "template_version", "tokens_prompt", "tokens_output",
-           "latency_ms", "retry_count", "stop_reason", "cost_usd")
-PLAN = {"steps": ["make answer() return 42", "run the tests"], "files": ["app.py"],
-        "risks": [{"risk": "callers relying on 41", "severity": "low"}]}
+AI_KEYS = (
+    "provider",
+    "model",
+    "template_id",
+    "template_version",
+    "tokens_prompt",
+    "tokens_output",
+    "latency_ms",
+    "retry_count",
+    "stop_reason",
+    "cost_usd",
+)
+PLAN = {
+    "steps": ["make answer() return 42", "run the tests"],
+    "files": ["app.py"],
+    "risks": [{"risk": "callers relying on 41", "severity": "low"}],
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,25 +83,34 @@ def ai_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
     root = tmp_path / "remote"
     if not (root / "acme/app.git").exists():
         make_bare_repo(root, "acme/app", FILES)
-    values: dict[str, Any] = {"git_base_url": f"file://{root}", "policy_min_time_budget": 1,
-                              "ai_provider": "mock"}
+    values: dict[str, Any] = {
+        "git_base_url": f"file://{root}",
+        "policy_min_time_budget": 1,
+        "ai_provider": "mock",
+    }
     values.update(overrides)
     return make_settings(db_url, tmp_path, **values)
 
 
 def claude_settings(db_url: str, tmp_path: Path, fake: FakeAnthropic) -> Settings:
-    return ai_settings(db_url, tmp_path, ai_provider="anthropic", anthropic_api_key=API_KEY,
-                       anthropic_base_url=fake.url)
+    return ai_settings(
+        db_url, tmp_path, ai_provider="anthropic", anthropic_api_key=API_KEY, anthropic_base_url=fake.url
+    )
 
 
 def executor(settings: Settings, factory: sessionmaker[Session]) -> Executor:
-    return build_executor(settings, factory, registry=register_ai_playbooks(default_registry()),
-                          runners=ai_runners())
+    return build_executor(
+        settings, factory, registry=register_ai_playbooks(default_registry()), runners=ai_runners()
+    )
 
 
 def task(operation: str, objective: str, *, budget: int = 120, **inputs: Any) -> dict[str, Any]:
-    return {"operation": operation, "objective": objective, "inputs": inputs,
-            "constraints": {"time_budget_seconds": budget}}
+    return {
+        "operation": operation,
+        "objective": objective,
+        "inputs": inputs,
+        "constraints": {"time_budget_seconds": budget},
+    }
 
 
 def events(settings: Settings, run_id: str) -> list[dict[str, Any]]:
@@ -109,13 +131,24 @@ def coding_script() -> list[Reply]:
     return [
         Reply([text("Looking."), tool_use("list_dir", {"path": "."}, "toolu_01")], input_tokens=900),
         Reply([tool_use("read_file", {"path": "app.py"}, "toolu_02")], input_tokens=1000),
-        Reply([tool_use("edit_file", {"path": "app.py", "old_str": "return 41", "new_str": "return 42"},
-                        "toolu_03")], input_tokens=1100, output_tokens=40),
+        Reply(
+            [
+                tool_use(
+                    "edit_file",
+                    {"path": "app.py", "old_str": "return 41", "new_str": "return 42"},
+                    "toolu_03",
+                )
+            ],
+            input_tokens=1100,
+            output_tokens=40,
+        ),
         Reply([tool_use("bash", {"command": "sh test.sh"}, "toolu_04")], input_tokens=1200),
         Reply([tool_use("git_diff", {}, "toolu_05")], input_tokens=1300),
-        Reply([text("Done."),
-               tool_use("finish", {"summary": "answer() returns 42; tests pass."}, "toolu_06")],
-              input_tokens=1400, output_tokens=30),
+        Reply(
+            [text("Done."), tool_use("finish", {"summary": "answer() returns 42; tests pass."}, "toolu_06")],
+            input_tokens=1400,
+            output_tokens=30,
+        ),
     ]
 
 
@@ -130,8 +163,9 @@ def test_code_change_end_to_end_with_scripted_claude_after_429_and_529(
     db_url: str, tmp_path: Path, factory: sessionmaker[Session], fake: FakeAnthropic
 ) -> None:
     settings = claude_settings(db_url, tmp_path, fake)
-    fake.enqueue(rate_limited("1"), overloaded(), Reply([text(json.dumps(PLAN))], output_tokens=60),
-                 *coding_script())
+    fake.enqueue(
+        rate_limited("1"), overloaded(), Reply([text(json.dumps(PLAN))], output_tokens=60), *coding_script()
+    )
     run_id = run_code_change(settings, factory)
 
     run = run_row(factory, run_id)
@@ -191,9 +225,14 @@ def test_replay_reproduces_the_recorded_run_and_detects_a_changed_one(
     assert (report["recorded_tool_calls"], report["model_calls_left"]) == (6, 0)
     assert len(fake.requests) == served  # no API call
 
-    env = {**os.environ, "TRACE_ROOT": str(settings.trace_root),
-           "WORKSPACE_ROOT": str(settings.workspace_root),
-           "GIT_BASE_URL": settings.git_base_url, "DATABASE_URL": db_url, "ANTHROPIC_API_KEY": ""}
+    env = {
+        **os.environ,
+        "TRACE_ROOT": str(settings.trace_root),
+        "WORKSPACE_ROOT": str(settings.workspace_root),
+        "GIT_BASE_URL": settings.git_base_url,
+        "DATABASE_URL": db_url,
+        "ANTHROPIC_API_KEY": "",
+    }
     cli = [sys.executable, "-m", "worker.cli", "replay", run_id]
     done = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
@@ -212,8 +251,10 @@ def test_escapes_are_refused_and_recorded(
     db_url: str, tmp_path: Path, factory: sessionmaker[Session], fake: FakeAnthropic
 ) -> None:
     settings = claude_settings(db_url, tmp_path, fake)
-    connect = ("python3 -c \"import socket; s = socket.create_connection(('127.0.0.1', 5432), timeout=3); "
-               "print('CONNECTED')\"")
+    connect = (
+        "python3 -c \"import socket; s = socket.create_connection(('127.0.0.1', 5432), timeout=3); "
+        "print('CONNECTED')\""
+    )
     attempts: list[tuple[str, dict[str, Any]]] = [
         ("read_file", {"path": "../../../../etc/passwd"}),
         ("bash", {"command": "ln -s /etc/passwd leak.txt"}),
@@ -224,8 +265,11 @@ def test_escapes_are_refused_and_recorded(
         ("bash", {"command": "echo 'on: push # changed' >> .github/workflows/ci.yml"}),
     ]
     script = [Reply([tool_use(name, args, f"toolu_x{n}")]) for n, (name, args) in enumerate(attempts)]
-    fake.enqueue(Reply([text(json.dumps(PLAN))]), *script,
-                 Reply([tool_use("finish", {"summary": "tried"}, "toolu_fin")]))
+    fake.enqueue(
+        Reply([text(json.dumps(PLAN))]),
+        *script,
+        Reply([tool_use("finish", {"summary": "tried"}, "toolu_fin")]),
+    )
     run_id = run_code_change(settings, factory, verify="true")
 
     evs = events(settings, run_id)
@@ -343,18 +387,29 @@ def test_analysis_writes_report_artifact_with_read_only_tools(
 
 @pytest.mark.parametrize(
     ("inputs", "code"),
-    [({"max_turns": 2}, "AGENT_TURN_LIMIT"), ({"max_tokens": 1500}, "AGENT_TOKEN_LIMIT"),
-     ({"max_cost_usd": 0.002}, "COST_LIMIT")],
+    [
+        ({"max_turns": 2}, "AGENT_TURN_LIMIT"),
+        ({"max_tokens": 1500}, "AGENT_TOKEN_LIMIT"),
+        ({"max_cost_usd": 0.002}, "COST_LIMIT"),
+    ],
 )
 def test_agent_limits_end_the_step_with_their_code(
-    db_url: str, tmp_path: Path, factory: sessionmaker[Session], fake: FakeAnthropic,
-    inputs: dict[str, Any], code: str,
+    db_url: str,
+    tmp_path: Path,
+    factory: sessionmaker[Session],
+    fake: FakeAnthropic,
+    inputs: dict[str, Any],
+    code: str,
 ) -> None:
     settings = claude_settings(db_url, tmp_path, fake)
     # 1000 prompt tokens a turn: the token limit is passed on turn 2, the cost ($0.002 = 1000 tokens at
     # $2/M) on turn 1; the script never finishes on its own.
-    fake.enqueue(*[Reply([tool_use("list_dir", {"path": "."}, f"toolu_l{n}")], input_tokens=1000,
-                         output_tokens=1) for n in range(5)])
+    fake.enqueue(
+        *[
+            Reply([tool_use("list_dir", {"path": "."}, f"toolu_l{n}")], input_tokens=1000, output_tokens=1)
+            for n in range(5)
+        ]
+    )
     run_id = enqueue(factory, settings, **task("docs", "List the files", **inputs))
     drain(factory, settings, executor(settings, factory))
     run = run_row(factory, run_id)
@@ -369,10 +424,17 @@ def test_agent_limits_end_the_step_with_their_code(
 def test_cancel_stops_the_agent_before_its_next_model_call(
     db_url: str, tmp_path: Path, factory: sessionmaker[Session], fake: FakeAnthropic
 ) -> None:
-    settings = ai_settings(db_url, tmp_path, ai_provider="anthropic", anthropic_api_key=API_KEY,
-                           anthropic_base_url=fake.url, worker_lease_seconds=3)
-    fake.enqueue(*[Reply([tool_use("list_dir", {"path": "."}, f"toolu_c{n}")], delay_s=0.3)
-                   for n in range(60)])
+    settings = ai_settings(
+        db_url,
+        tmp_path,
+        ai_provider="anthropic",
+        anthropic_api_key=API_KEY,
+        anthropic_base_url=fake.url,
+        worker_lease_seconds=3,
+    )
+    fake.enqueue(
+        *[Reply([tool_use("list_dir", {"path": "."}, f"toolu_c{n}")], delay_s=0.3) for n in range(60)]
+    )
     run_id = enqueue(factory, settings, **task("docs", "Keep listing"))
     worker = threading.Thread(target=drain, args=(factory, settings, executor(settings, factory)))
     worker.start()

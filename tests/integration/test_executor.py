@@ -244,8 +244,13 @@ def test_doctrine_requiring_approval_makes_the_run_wait(
 
     run_id = enqueue(factory, wsettings, **ops("echo hi > out.txt"))
     with factory() as session, session.begin():
-        ref = DoctrineRefRow(namespace="acme/app", name=".github/control-tower.yml", version="1",
-                             hash="sha256:x", content={"approval_required": ["ops"]})
+        ref = DoctrineRefRow(
+            namespace="acme/app",
+            name=".github/control-tower.yml",
+            version="1",
+            hash="sha256:x",
+            content={"approval_required": ["ops"]},
+        )
         session.add(ref)
         session.flush()
         session.execute(run_doctrine_refs.insert().values(run_id=run_id, doctrine_ref_id=ref.id))

@@ -6,14 +6,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_tower import intake
+from control_tower import intake, intake_pg
+from control_tower.intake_plan import IntakePlan
 from control_tower.tables import RefusalRow, TaskRow
+from cwom import audit as audit_mod
+from cwom import audit_query
 from cwom.audit import AuditRow
 from cwom.tables import ConstraintSnapshotRow, ContextPacketRow, IssueRow, RepoRow, RunRow
-from policy import PolicyConfig, TaskCreateV1
+from policy import PolicyConfig, TaskCreateV1, evaluate
 from tests.conftest import task_body
 
 
@@ -221,3 +224,88 @@ def test_repo_is_found_again_by_slug(factory: sessionmaker[Session]) -> None:
     )
     assert a.task.run_id != b.task.run_id
     assert count(factory, RepoRow) == 1
+
+
+def test_concurrent_distinct_tasks_are_all_stored_whole(
+    factory: sessionmaker[Session], engine: Engine
+) -> None:
+    """Many threads at once (on PostgreSQL they share statements through group commit): every task
+    gets all of its objects and audit rows, the duplicates of one key make one task, and the chain
+    verifies."""
+    config = PolicyConfig(allowed_repo_prefixes=("acme",))
+    bodies = [task_body(objective=f"task {i}") for i in range(60)]
+    bodies += [task_body(objective="dup", idempotency_key="dup-key") for _ in range(10)]
+    bodies += [task_body(objective=f"other {i}", target={"repo": f"acme/r{i % 3}"}) for i in range(15)]
+
+    def submit(body: dict[str, object]) -> intake.Accepted:
+        return intake.submit(factory, task=TaskCreateV1.model_validate(body), config=config)
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(submit, bodies))
+    created = [r for r in results if r.created]
+    assert len(created) == 60 + 1 + 15
+    assert len({r.task.id for r in results[60:70]}) == 1
+    assert count(factory, TaskRow) == count(factory, RunRow) == count(factory, IssueRow) == 76
+    assert count(factory, RepoRow) == 4
+    # 9 rows per task (policy_allowed, 4 objects created, 3 linked, task created) + 1 per new repo.
+    assert count(factory, AuditRow) == 76 * 9 + 4
+    with factory() as session:
+        for accepted in created:
+            assert accepted.ids is not None
+            run = session.get_one(RunRow, accepted.ids.run_id)
+            assert run.task_id == accepted.task.id and run.issue_id == accepted.ids.issue_id
+            trail = session.execute(
+                select(AuditRow.entity_id).where(AuditRow.trace_id == accepted.task.trace_id)
+            ).scalars()
+            assert accepted.task.id in set(trail)
+    assert audit_query.verify(engine).ok
+
+
+def test_a_stale_cached_repo_is_looked_up_again(factory: sessionmaker[Session], engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the Repo cache belongs to the PostgreSQL writer; SQLite looks up in its transaction")
+    config = PolicyConfig(allowed_repo_prefixes=("acme",))
+    first = intake.submit(factory, task=TaskCreateV1.model_validate(task_body(objective="a")), config=config)
+    assert first.ids is not None
+    intake_pg.REPOS.put(engine, "acme/app", "01ZZZZZZZZZZZZZZZZZZZZZZZZ")  # gone, e.g. a restored database
+    again = intake.submit(factory, task=TaskCreateV1.model_validate(task_body(objective="b")), config=config)
+    assert again.ids is not None and again.ids.repo_id == first.ids.repo_id
+    assert intake_pg.REPOS.get(engine, "acme/app") == first.ids.repo_id
+    assert count(factory, RepoRow) == 1 and count(factory, TaskRow) == 2
+    assert audit_query.verify(engine).ok
+
+
+def test_one_statement_stores_each_task_of_a_batch_or_none_of_its_rows(
+    factory: sessionmaker[Session], engine: Engine
+) -> None:
+    """The group-commit statement itself: three tasks, one of them reusing a key already stored."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the multi-task statement is the PostgreSQL writer's")
+    config = PolicyConfig(allowed_repo_prefixes=("acme",))
+    stored = intake.submit(
+        factory, task=TaskCreateV1.model_validate(task_body(idempotency_key="taken")), config=config
+    )
+    assert stored.ids is not None
+
+    def item(**body: object) -> intake_pg._Item:
+        task = evaluate(TaskCreateV1.model_validate(task_body(**body)), config)
+        built = IntakePlan(task, config, "api", True, 3).build(
+            repo_id=stored.ids.repo_id if stored.ids else None
+        )
+        return intake_pg._Item(built, audit_mod.prepare(built.audit, None))
+
+    batch = [item(objective="one"), item(idempotency_key="taken"), item(objective="three")]
+    created = intake_pg._execute(engine, batch)
+    assert created == {batch[0].built.task["id"], batch[2].built.task["id"]}
+    assert count(factory, TaskRow) == count(factory, RunRow) == count(factory, IssueRow) == 3
+    assert count(factory, ContextPacketRow) == count(factory, ConstraintSnapshotRow) == 3
+    with factory() as session:
+        loser = batch[1].built
+        assert loser.objects is not None
+        assert session.get(RunRow, loser.objects.ids.run_id) is None
+        assert not session.execute(
+            select(AuditRow).where(AuditRow.trace_id == loser.task["trace_id"])
+        ).first()
+        seqs = list(session.execute(select(AuditRow.seq).order_by(AuditRow.seq)).scalars())
+    assert seqs == list(range(1, 3 * 9 + 1 + 1))
+    assert audit_query.verify(engine).ok

@@ -71,8 +71,11 @@ def run_audit(factory: sessionmaker[Session], run_id: str) -> list[dict[str, Any
     with factory() as session:
         rows = session.scalars(
             select(AuditRow)
-            .where(AuditRow.entity_kind == "run", AuditRow.entity_id == run_id,
-                   AuditRow.action == "status_changed")
+            .where(
+                AuditRow.entity_kind == "run",
+                AuditRow.entity_id == run_id,
+                AuditRow.action == "status_changed",
+            )
             .order_by(AuditRow.seq)
         ).all()
         return [{"before": r.before, "after": r.after, "actor": r.actor_id, "note": r.note} for r in rows]
@@ -313,8 +316,15 @@ def make_worker(
     poll: float = 0.05,
 ) -> Worker:
     q = RunQueue(factory, lease_seconds=lease, max_attempts=3)
-    return Worker(q, executor, worker_id="tw", concurrency=concurrency, poll_interval=poll,
-                  notifier=notifier, heartbeat_interval=0.1)
+    return Worker(
+        q,
+        executor,
+        worker_id="tw",
+        concurrency=concurrency,
+        poll_interval=poll,
+        notifier=notifier,
+        heartbeat_interval=0.1,
+    )
 
 
 @contextmanager

@@ -34,11 +34,23 @@ def ws(tmp_path: Path) -> Path:
 
 
 def sh(
-    box: Sandbox, ws: Path, script: str, limits: SandboxLimits = FAST, *,
-    cancel: threading.Event | None = None, stdout_path: Path | None = None, stderr_path: Path | None = None,
+    box: Sandbox,
+    ws: Path,
+    script: str,
+    limits: SandboxLimits = FAST,
+    *,
+    cancel: threading.Event | None = None,
+    stdout_path: Path | None = None,
+    stderr_path: Path | None = None,
 ) -> SandboxResult:
-    return box.run(["sh", "-c", script], workspace=ws, limits=limits, cancel=cancel,
-                   stdout_path=stdout_path, stderr_path=stderr_path)
+    return box.run(
+        ["sh", "-c", script],
+        workspace=ws,
+        limits=limits,
+        cancel=cancel,
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+    )
 
 
 def processes_with(marker: str) -> list[int]:
@@ -100,8 +112,12 @@ def test_writes_outside_the_workspace_fail_inside_succeed(box: Sandbox, ws: Path
     host_dir = Path("/var/tmp") / f"ct-sandbox-{os.getpid()}"
     host_dir.mkdir(exist_ok=True)
     try:
-        result = sh(box, ws, f"echo x > /etc/ct-escape; echo x > {sibling}; echo x > /usr/ct; "
-                    f"echo x > {host_dir}/escape; echo ok > inside.txt")
+        result = sh(
+            box,
+            ws,
+            f"echo x > /etc/ct-escape; echo x > {sibling}; echo x > /usr/ct; "
+            f"echo x > {host_dir}/escape; echo ok > inside.txt",
+        )
         assert not (host_dir / "escape").exists()
     finally:
         host_dir.rmdir()
@@ -152,16 +168,20 @@ def test_pids_limit_contains_a_fork_bomb(box: Sandbox, ws: Path) -> None:
     limits = SandboxLimits(wall_seconds=10, pids=32)
     counted = box.run(["python3", "-c", "# ct-forkcount\n" + counter], workspace=ws, limits=limits)
     assert counted.exit_code == 0 and 0 < int(counted.stdout) < 32, counted
-    bomb = sh(box, ws, "ctbomb() { ctbomb | ctbomb & }; ctbomb; sleep 5",
-              SandboxLimits(wall_seconds=1.5, pids=64))
+    bomb = sh(
+        box, ws, "ctbomb() { ctbomb | ctbomb & }; ctbomb; sleep 5", SandboxLimits(wall_seconds=1.5, pids=64)
+    )
     assert b"Cannot fork" in bomb.stderr and bomb.duration_s < 5  # the pids limit bit, promptly
     assert subprocess.run(["true"], check=False).returncode == 0  # the host still forks
     assert processes_with("ctbomb") == [] and processes_with("ct-forkcount") == []
 
 
 def test_memory_limit_stops_a_2gib_allocation(box: Sandbox, ws: Path) -> None:
-    result = box.run(["python3", "-c", "b = b'x' * (2 << 30); print('ALLOCATED')"], workspace=ws,
-                     limits=SandboxLimits(wall_seconds=20, memory_bytes=256 << 20))
+    result = box.run(
+        ["python3", "-c", "b = b'x' * (2 << 30); print('ALLOCATED')"],
+        workspace=ws,
+        limits=SandboxLimits(wall_seconds=20, memory_bytes=256 << 20),
+    )
     assert b"ALLOCATED" not in result.stdout and result.exit_code != 0
     if box.describe()["memory"] == "cgroup":
         assert result.killed_reason == "MEMORY_LIMIT"
@@ -188,8 +208,14 @@ def test_cancel_kills_the_whole_tree(box: Sandbox, ws: Path) -> None:
 
 def test_output_is_capped_while_streaming(box: Sandbox, ws: Path, tmp_path: Path) -> None:
     out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    result = sh(box, ws, "head -c 10485760 /dev/zero; echo small >&2",
-                SandboxLimits(wall_seconds=10, output_bytes=1 << 20), stdout_path=out, stderr_path=err)
+    result = sh(
+        box,
+        ws,
+        "head -c 10485760 /dev/zero; echo small >&2",
+        SandboxLimits(wall_seconds=10, output_bytes=1 << 20),
+        stdout_path=out,
+        stderr_path=err,
+    )
     assert result.exit_code == 0 and result.truncated and result.killed_reason is None
     assert result.stdout_bytes_total == 10 << 20 and len(result.stdout) == 1 << 20
     assert out.stat().st_size == 1 << 20 and err.read_bytes() == b"small\n"
@@ -224,8 +250,9 @@ def test_none_tier_clears_env_and_kills_group(ws: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("GITHUB_TOKEN", "ghs_secretNONE")
     plain = probe_sandbox("none")
     assert plain.tier == "none"
-    result = plain.run(["sh", "-c", "env; sleep 4545 & sleep 30"], workspace=ws,
-                       limits=SandboxLimits(wall_seconds=1))
+    result = plain.run(
+        ["sh", "-c", "env; sleep 4545 & sleep 30"], workspace=ws, limits=SandboxLimits(wall_seconds=1)
+    )
     assert b"ghs_secret" not in result.stdout and result.killed_reason == "TIME_BUDGET_EXCEEDED"
     assert processes_with("4545") == []
 

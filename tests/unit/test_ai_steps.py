@@ -18,17 +18,31 @@ from worker.steps import ApprovalSpec, CheckoutSpec, CollectSpec
 
 
 def request(operation: str, *, approval: bool = False, **task: Any) -> PlaybookRequest:
-    body: dict[str, Any] = {"operation": operation, "objective": "do it", "target": {"repo": "acme/app"},
-                            "constraints": {"time_budget_seconds": 300, "allow_network": False}, "inputs": {}}
+    body: dict[str, Any] = {
+        "operation": operation,
+        "objective": "do it",
+        "target": {"repo": "acme/app"},
+        "constraints": {"time_budget_seconds": 300, "allow_network": False},
+        "inputs": {},
+    }
     body.update(task)
     return PlaybookRequest(body, approval)
 
 
 @pytest.mark.parametrize(
     ("path", "docs"),
-    [("README.md", True), ("a/b/notes.MDX", True), ("guide.rst", True), ("LICENSE.txt", True),
-     ("docs/conf.py", True), ("docs/img/x.png", True), ("src/app.py", False), ("Makefile", False),
-     ("mydocs/x.py", False), ("README.md.py", False)],
+    [
+        ("README.md", True),
+        ("a/b/notes.MDX", True),
+        ("guide.rst", True),
+        ("LICENSE.txt", True),
+        ("docs/conf.py", True),
+        ("docs/img/x.png", True),
+        ("src/app.py", False),
+        ("Makefile", False),
+        ("mydocs/x.py", False),
+        ("README.md.py", False),
+    ],
 )
 def test_docs_paths(path: str, docs: bool) -> None:
     assert is_docs_path(path) is docs
@@ -44,19 +58,36 @@ def test_refused_paths_by_reason(tmp_path: Path) -> None:
         "workflow": [".github/workflows/ci.yml"],
         "symlink_outside_workspace": ["link.md"],
     }
-    allowed = refused_paths([".github/workflows/ci.yml", "src/app.py"], tmp_path, docs_only=False,
-                            allow_workflows=True, doctrine_paths=None)
+    allowed = refused_paths(
+        [".github/workflows/ci.yml", "src/app.py"],
+        tmp_path,
+        docs_only=False,
+        allow_workflows=True,
+        doctrine_paths=None,
+    )
     assert allowed == {}
-    narrowed = refused_paths(["src/app.py", "lib/x.py"], tmp_path, docs_only=False, allow_workflows=False,
-                             doctrine_paths=["src/**"])
+    narrowed = refused_paths(
+        ["src/app.py", "lib/x.py"],
+        tmp_path,
+        docs_only=False,
+        allow_workflows=False,
+        doctrine_paths=["src/**"],
+    )
     assert narrowed == {"outside_doctrine_paths": ["lib/x.py"]}
 
 
 def test_code_change_playbook_shape() -> None:
-    steps = code_change_playbook(request("code_change", constraints={"time_budget_seconds": 300,
-                                                                      "allow_network": True}))
-    assert [type(s) for s in steps] == [CheckoutSpec, PlanSpec, AgentSpec, VerifySpec, DiffCheckSpec,
-                                        CollectSpec]
+    steps = code_change_playbook(
+        request("code_change", constraints={"time_budget_seconds": 300, "allow_network": True})
+    )
+    assert [type(s) for s in steps] == [
+        CheckoutSpec,
+        PlanSpec,
+        AgentSpec,
+        VerifySpec,
+        DiffCheckSpec,
+        CollectSpec,
+    ]
     agent = steps[2]
     assert isinstance(agent, AgentSpec) and agent.budget_seconds == 300 and agent.allow_network
     assert "bash" in agent.tools and not agent.read_only
@@ -101,22 +132,34 @@ def test_verify_command_precedence() -> None:
 
 def test_totals_from_events_and_merge() -> None:
     totals = AITotals()
-    totals.add("ai.response", {"tokens_prompt": 10, "tokens_output": 5, "cost_usd": 0.5, "latency_ms": 2.5,
-                               "retry_count": 1})
+    totals.add(
+        "ai.response",
+        {"tokens_prompt": 10, "tokens_output": 5, "cost_usd": 0.5, "latency_ms": 2.5, "retry_count": 1},
+    )
     totals.add("ai.error", {"retry_count": 2})
     totals.add("agent.stop", {"turns": 3})
     totals.add("tool.result", {"tokens_prompt": 1000})
     data = totals.as_dict()
-    assert data == {"calls": 1, "errors": 1, "retries": 3, "turns": 3, "tokens_prompt": 10,
-                    "tokens_output": 5, "cost_usd": 0.5, "latency_ms": 2.5, "tokens_total": 15}
+    assert data == {
+        "calls": 1,
+        "errors": 1,
+        "retries": 3,
+        "turns": 3,
+        "tokens_prompt": 10,
+        "tokens_output": 5,
+        "cost_usd": 0.5,
+        "latency_ms": 2.5,
+        "tokens_total": 15,
+    }
     again = AITotals.from_dict(data)
     again.merge(totals)
     assert again.as_dict()["tokens_total"] == 30 and again.calls == 2
 
 
 def test_plan_markdown() -> None:
-    text = plan_markdown({"steps": ["a", "b"], "files": ["x.py"],
-                          "risks": [{"risk": "r", "severity": "high"}]})
+    text = plan_markdown(
+        {"steps": ["a", "b"], "files": ["x.py"], "risks": [{"risk": "r", "severity": "high"}]}
+    )
     assert text == "## Plan\n\n1. a\n2. b\n\n**Files:** `x.py`\n\n**Risks:**\n- (high) r\n"
 
 
@@ -125,10 +168,13 @@ def test_agent_segment_takes_the_last_agent_run() -> None:
         return {"type": kind, "step_id": step, "data": data}
 
     events = [
-        ev("agent.start", "agent", n=1), ev("tool.result", "agent", name="a", input={}, is_error=False),
+        ev("agent.start", "agent", n=1),
+        ev("tool.result", "agent", name="a", input={}, is_error=False),
         ev("agent.stop", "agent"),
-        ev("agent.start", "agent", n=2), ev("ai.response", "plan"),
-        ev("tool.result", "agent", name="b", input={"p": 1}, is_error=True), ev("agent.stop", "agent"),
+        ev("agent.start", "agent", n=2),
+        ev("ai.response", "plan"),
+        ev("tool.result", "agent", name="b", input={"p": 1}, is_error=True),
+        ev("agent.stop", "agent"),
         ev("step.finished", "agent"),
     ]
     segment = agent_segment(events)
@@ -139,9 +185,19 @@ def test_agent_segment_takes_the_last_agent_run() -> None:
 
 
 def test_pr_description_and_totals_line() -> None:
-    info = {"agent_summary": "Fixed it.", "plan_markdown": "## Plan\n\n1. a\n",
-            "ai": {"calls": 7, "turns": 6, "tokens_total": 120, "tokens_prompt": 100, "tokens_output": 20,
-                   "retries": 2, "cost_usd": 0.0123}}
+    info = {
+        "agent_summary": "Fixed it.",
+        "plan_markdown": "## Plan\n\n1. a\n",
+        "ai": {
+            "calls": 7,
+            "turns": 6,
+            "tokens_total": 120,
+            "tokens_prompt": 100,
+            "tokens_output": 20,
+            "retries": 2,
+            "cost_usd": 0.0123,
+        },
+    }
     body = pr_description({"objective": "Make it pass"}, info, run_id="RUN1")
     assert body.startswith("**Objective:** Make it pass\n")
     assert "## Summary\n\nFixed it.\n" in body and "## Plan\n\n1. a\n" in body
@@ -166,7 +222,9 @@ def test_a_plan_from_an_earlier_attempt_is_restored(tmp_path: Path) -> None:
     ctx = cast(StepContext, SimpleNamespace(publish_info={}, trace=SimpleNamespace(path=tmp_path)))
     restore_plan(ctx)
     assert ctx.publish_info == {"plan": plan, "plan_markdown": "## Plan\n\n1. a\n"}
-    fresh = cast(StepContext, SimpleNamespace(publish_info={"plan": {"steps": ["b"]}},
-                                              trace=SimpleNamespace(path=tmp_path)))
+    fresh = cast(
+        StepContext,
+        SimpleNamespace(publish_info={"plan": {"steps": ["b"]}}, trace=SimpleNamespace(path=tmp_path)),
+    )
     restore_plan(fresh)
     assert fresh.publish_info == {"plan": {"steps": ["b"]}}

@@ -71,4 +71,3 @@ def test_schema_snapshot() -> None:
     if os.environ.get("CT_UPDATE_SNAPSHOTS") == "1" or not SNAPSHOT.exists():
         SNAPSHOT.write_text(schema)
     assert schema == SNAPSHOT.read_text()
-

@@ -30,8 +30,9 @@ def test_ops_playbook_steps_and_budget() -> None:
     assert (shell.command, shell.timeout_seconds, shell.allow_network) == ("make lint", 120.0, False)
 
 
-@pytest.mark.parametrize(("inputs", "required"), [({"command": "x", "approval": True}, False),
-                                                  ({"command": "x"}, True)])
+@pytest.mark.parametrize(
+    ("inputs", "required"), [({"command": "x", "approval": True}, False), ({"command": "x"}, True)]
+)
 def test_approval_comes_after_checkout(inputs: dict[str, Any], required: bool) -> None:
     steps = default_registry().build(PlaybookRequest(task(inputs=inputs), approval_required=required))
     assert [s.id for s in steps] == ["checkout", "approval", "shell", "collect"]

@@ -48,7 +48,10 @@ def test_longest_known_value_wins() -> None:
         ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic [REDACTED]"),
         ("X-Api-Key: abcd1234", "X-Api-Key: [REDACTED]"),
         ("curl -H 'Bearer abcdefgh12345'", "curl -H 'Bearer [REDACTED]'"),
-        ("git clone https://x-access-token:abc123@github.com/o/r", "git clone https://x-access-token:[REDACTED]@github.com/o/r"),
+        (
+            "git clone https://x-access-token:abc123@github.com/o/r",
+            "git clone https://x-access-token:[REDACTED]@github.com/o/r",
+        ),
         ("postgres://user:p4ss@db:5432/x", "postgres://user:[REDACTED]@db:5432/x"),
         ("password=hunter2 next", "password=[REDACTED] next"),
         ("DB_PASSWORD = 'hunter 2'", "DB_PASSWORD = '[REDACTED]'"),
@@ -125,15 +128,38 @@ def test_redact_bytes_non_utf8(redactor: Redactor) -> None:
 # Text near redaction triggers so Hypothesis explores interactions between patterns.
 _FRAGMENTS = st.sampled_from(
     [
-        "token=", "password: ", '"api_key": "', "'", '"', "Bearer ", "Authorization: ", "https://",
-        "://", ":", "@", "/", "ghp_", "sk-", "AKIA", "eyJ", ".", "-----BEGIN PRIVATE KEY-----",
-        "-----END PRIVATE KEY-----", "\n", " ", ",", "[REDACTED]", "]", "[", "=", GH, KNOWN[:5],
+        "token=",
+        "password: ",
+        '"api_key": "',
+        "'",
+        '"',
+        "Bearer ",
+        "Authorization: ",
+        "https://",
+        "://",
+        ":",
+        "@",
+        "/",
+        "ghp_",
+        "sk-",
+        "AKIA",
+        "eyJ",
+        ".",
+        "-----BEGIN PRIVATE KEY-----",
+        "-----END PRIVATE KEY-----",
+        "\n",
+        " ",
+        ",",
+        "[REDACTED]",
+        "]",
+        "[",
+        "=",
+        GH,
+        KNOWN[:5],
     ]
 )
 _TEXT = st.lists(st.one_of(st.text(max_size=12), _FRAGMENTS), max_size=12).map("".join)
-_SECRET = st.text(
-    alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=8, max_size=40
-)
+_SECRET = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=8, max_size=40)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

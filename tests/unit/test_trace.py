@@ -59,8 +59,13 @@ def _full_run(tmp_path: Path, run_id: str, redactor: Redactor) -> dict[str, Any]
     w.write_text("summary.md", f"# Done\nleaked {GH} and {KNOWN}\n")
     w.write_text("diff.patch", "--- a/x\n+++ b/x\n")
     return w.finalize(
-        {"run_id": run_id, "task_id": "T1", "status": "failed", "sandbox": {"tier": "bwrap"},
-         "tokens": {"input_tokens": 12, "output_tokens": 3}}
+        {
+            "run_id": run_id,
+            "task_id": "T1",
+            "status": "failed",
+            "sandbox": {"tier": "bwrap"},
+            "tokens": {"input_tokens": 12, "output_tokens": 3},
+        }
     )
 
 
@@ -136,8 +141,9 @@ def test_manifest_lists_every_file_and_is_last(tmp_path: Path, run_id: str, reda
     assert verify_manifest(tmp_path, run_id) == []
 
 
-def test_manifest_never_partial(tmp_path: Path, run_id: str, redactor: Redactor,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_manifest_never_partial(
+    tmp_path: Path, run_id: str, redactor: Redactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     w = TraceWriter(tmp_path, run_id, redactor=redactor)
     w.event("run.started")
     folder = tmp_path / run_id
@@ -157,8 +163,9 @@ def test_manifest_never_partial(tmp_path: Path, run_id: str, redactor: Redactor,
     assert seen[-1][0].startswith(".manifest.json.tmp-")
 
 
-def test_crash_during_manifest_write_leaves_no_manifest(tmp_path: Path, run_id: str, redactor: Redactor,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_during_manifest_write_leaves_no_manifest(
+    tmp_path: Path, run_id: str, redactor: Redactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     w = TraceWriter(tmp_path, run_id, redactor=redactor)
     w.event("run.started")
 

@@ -1,0 +1,177 @@
+"""The rows one accepted task becomes, as plain values: no session, no I/O.
+
+Intake writes these rows in one transaction. Building them apart from writing them lets each database
+get its fastest writer (one statement on PostgreSQL, Core inserts on SQLite) from one definition of
+what is written, including the audit entries and the snapshots they carry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table
+
+from cwom.audit import Actor, Entry
+from cwom.base import Base, new_id
+from cwom.enums import ObjectKind
+from cwom.tables import (
+    ConstraintSnapshotRow,
+    ContextPacketRow,
+    IssueRow,
+    RepoRow,
+    RunRow,
+    issue_constraint_snapshots,
+    issue_context_packets,
+    run_context_packets,
+)
+from cwom.task_adapter import CwomDraft
+
+
+@dataclass(frozen=True)
+class CwomIds:
+    """The ids of the objects one task became."""
+
+    repo_id: str
+    issue_id: str
+    context_packet_id: str
+    constraint_snapshot_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class TaskObjects:
+    """What to insert, table by table in foreign-key order, and the audit entries, in chain order."""
+
+    ids: CwomIds
+    rows: list[tuple[Table, dict[str, Any]]]
+    audit: list[Entry]
+    new_repo: bool
+
+
+def table_of(row_class: type[Base]) -> Table:
+    """The Table behind a mapped class, typed as one."""
+    return Base.metadata.tables[row_class.__tablename__]
+
+
+def _call_default(arg: Callable[[Any], Any]) -> Callable[[], Any]:
+    return lambda: arg(None)  # SQLAlchemy wraps callable defaults to take an execution context
+
+
+def _defaults(table: Table) -> list[tuple[str, Callable[[], Any] | None, Any]]:
+    """(column, callable default or None, scalar default) for every column."""
+    out: list[tuple[str, Callable[[], Any] | None, Any]] = []
+    for column in table.columns:
+        default: Any = column.default
+        if default is None:
+            out.append((str(column.key), None, None))
+        elif default.is_callable:
+            out.append((str(column.key), _call_default(default.arg), None))
+        else:
+            out.append((str(column.key), None, default.arg))
+    return out
+
+
+_DEFAULTS: dict[str, list[tuple[str, Callable[[], Any] | None, Any]]] = {}
+
+
+def complete(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """Every column of `table`: the given value, else the column's Python-side default, else None."""
+    defaults = _DEFAULTS.get(table.name)
+    if defaults is None:
+        defaults = _DEFAULTS[table.name] = _defaults(table)
+    row: dict[str, Any] = {}
+    for key, make, scalar in defaults:
+        if key in values:
+            row[key] = values[key]
+        else:
+            row[key] = make() if make is not None else scalar
+    return row
+
+
+def snapshot_values(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's values as the audit snapshot shows them (what `cwom.rows.snapshot` gives for an object)."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def task_objects(
+    draft: CwomDraft,
+    *,
+    task_id: str,
+    trace_id: str,
+    actor: Actor,
+    max_attempts: int,
+    now: datetime,
+    repo_id: str | None,
+) -> TaskObjects:
+    """The Repo (unless `repo_id` names the existing one), Issue, ContextPacket, ConstraintSnapshot and
+    queued Run of one task, their three links, and a `created`/`linked` audit entry for each."""
+    stamp = {"trace_id": trace_id, "created_at": now, "updated_at": now}
+    rows: list[tuple[Table, dict[str, Any]]] = []
+    entries: list[Entry] = []
+
+    def created(table: Table, kind: ObjectKind, values: dict[str, Any]) -> dict[str, Any]:
+        row = complete(table, {**values, **stamp})
+        rows.append((table, row))
+        after = snapshot_values(row)
+        entries.append(Entry(actor, "created", kind, row["id"], None, after, None, trace_id, now))
+        return row
+
+    new_repo = repo_id is None
+    if repo_id is None:
+        repo_id = created(table_of(RepoRow), ObjectKind.REPO, {**draft.repo, "id": new_id()})["id"]
+    issue = created(table_of(IssueRow), ObjectKind.ISSUE, {**draft.issue, "id": new_id(), "repo_id": repo_id})
+    packet_id, constraints_id, run_id = new_id(), new_id(), new_id()
+    created(
+        table_of(ContextPacketRow),
+        ObjectKind.CONTEXT_PACKET,
+        {**draft.context_packet, "id": packet_id, "issue_id": issue["id"]},
+    )
+    created(
+        table_of(ConstraintSnapshotRow),
+        ObjectKind.CONSTRAINT_SNAPSHOT,
+        {**draft.constraint_snapshot, "id": constraints_id},
+    )
+    created(
+        table_of(RunRow),
+        ObjectKind.RUN,
+        {
+            **draft.run,
+            "id": run_id,
+            "issue_id": issue["id"],
+            "repo_id": repo_id,
+            "task_id": task_id,
+            "max_attempts": max_attempts,
+            "available_at": now,
+            "inputs": [
+                {"kind": ObjectKind.CONTEXT_PACKET.value, "id": packet_id},
+                {"kind": ObjectKind.CONSTRAINT_SNAPSHOT.value, "id": constraints_id},
+            ],
+        },
+    )
+    issue_ref = (ObjectKind.ISSUE, issue["id"])
+    packet_ref = (ObjectKind.CONTEXT_PACKET, packet_id)
+    for table, left, right in (
+        (issue_context_packets, issue_ref, packet_ref),
+        (issue_constraint_snapshots, issue_ref, (ObjectKind.CONSTRAINT_SNAPSHOT, constraints_id)),
+        (run_context_packets, (ObjectKind.RUN, run_id), packet_ref),
+    ):
+        left_col, right_col = (str(c.name) for c in table.primary_key.columns)
+        rows.append((table, {left_col: left[1], right_col: right[1]}))
+        entries.append(
+            Entry(
+                actor,
+                "linked",
+                left[0],
+                left[1],
+                None,
+                {"kind": right[0].value, "id": right[1], "via": table.name},
+                None,
+                trace_id,
+                now,
+            )
+        )
+    ids = CwomIds(repo_id, issue["id"], packet_id, constraints_id, run_id)
+    return TaskObjects(ids=ids, rows=rows, audit=entries, new_repo=new_repo)
