@@ -100,9 +100,12 @@ class IntakePlan:
                 None,
                 trace_id,
                 now,
+                plain=True,
             ),
             *(objects.audit if objects else []),
-            Entry(actor, "created", "task", task_id, None, task_audit(values), None, trace_id, now),
+            Entry(
+                actor, "created", "task", task_id, None, task_audit(values), None, trace_id, now, plain=True
+            ),
         ]
         return Built(values, objects, entries)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import BigInteger, Index, Integer, String, Text, event, insert, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -91,6 +92,9 @@ class Entry:
     note: str | None
     trace_id: str | None
     ts: datetime = field(default_factory=utcnow)
+    # True when before/after are already plain JSON values (str keys; str, int, bool, None, lists,
+    # dicts), as rows built by `cwom.task_rows` are: the normalising JSON round trip is skipped.
+    plain: bool = False
 
 
 def record(
@@ -158,11 +162,13 @@ def hashed_fields(
     }
 
 
-def _jsonable(value: dict[str, Any] | None, redactor: Redacts | None) -> dict[str, Any] | None:
+def _jsonable(
+    value: dict[str, Any] | None, redactor: Redacts | None, *, plain_json: bool = False
+) -> dict[str, Any] | None:
     if value is None:
         return None
     # A JSON round trip gives exactly what the database will hand back to the verifier.
-    plain: dict[str, Any] = json.loads(canonical(value))
+    plain: dict[str, Any] = value if plain_json else json.loads(canonical(value))
     return redactor.redact_obj(plain) if redactor is not None else plain
 
 
@@ -172,14 +178,10 @@ def _split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
     `canonical()` sorts keys and uses compact separators, so the document is exactly the sorted
     `"key":value` pairs joined by commas; only `seq` is unknown until the chain head is locked.
     """
-    before: list[str] = []
-    after: list[str] = []
-    for key in sorted(fields):
-        if key == "seq":
-            continue
-        (before if key < "seq" else after).append(f"{json.dumps(key)}:{canonical(fields[key])}")
-    prefix = "{" + ",".join(before) + ("," if before else "") + '"seq":'
-    suffix = ("," + ",".join(after) if after else "") + "}"
+    head = canonical({k: v for k, v in fields.items() if k < "seq"})
+    tail = canonical({k: v for k, v in fields.items() if k > "seq"})
+    prefix = head[:-1] + ("," if head != "{}" else "") + '"seq":'
+    suffix = ("," + tail[1:-1] if tail != "{}" else "") + "}"
     return prefix, suffix
 
 
@@ -201,8 +203,8 @@ def prepare(entries: list[Entry], redactor: Redacts | None) -> list[Prepared]:
             action=item.action,
             entity_kind=item.entity_kind,
             entity_id=item.entity_id,
-            before=_jsonable(item.before, redactor),
-            after=_jsonable(item.after, redactor),
+            before=_jsonable(item.before, redactor, plain_json=item.plain),
+            after=_jsonable(item.after, redactor, plain_json=item.plain),
             note=item.note,
             trace_id=item.trace_id,
         )
@@ -258,24 +260,23 @@ input AS (
     WHERE ({gate})
 ),
 head AS (SELECT seq, hash FROM audit_head WHERE id = 1 AND EXISTS (SELECT 1 FROM input) FOR UPDATE),
-chain (n, seq, prev, hash) AS (
-    SELECT 0, head.seq, NULL::text, head.hash::text FROM head
-    UNION ALL
-    SELECT c.n + 1, c.seq + 1, c.hash,
-           encode(
-               sha256(convert_to(c.hash || i.prefix || (c.seq + 1)::text || i.suffix, 'UTF8')), 'hex'
-           )::text
-    FROM chain c JOIN input i ON i.n = c.n + 1
+chain AS (
+    SELECT i.*, head.seq + i.n AS seq,
+           audit_chain(head.hash, i.prefix, head.seq + i.n, i.suffix) OVER (ORDER BY i.n) AS hash
+    FROM input i CROSS JOIN head
+),
+chained AS (
+    SELECT c.*, coalesce(lag(c.hash) OVER (ORDER BY c.n), (SELECT hash FROM head)) AS prev FROM chain c
 ),
 ins AS (
     INSERT INTO audit_log (id, seq, ts, actor_kind, actor_id, action, entity_kind, entity_id,
                            before, after, note, trace_id, prev_hash, hash)
-    SELECT i.id, c.seq, i.ts, i.actor_kind, i.actor_id, i.action, i.entity_kind, i.entity_id,
-           i.before, i.after, i.note, i.trace_id, c.prev, c.hash
-    FROM input i JOIN chain c ON c.n = i.n
+    SELECT id, seq, ts, actor_kind, actor_id, action, entity_kind, entity_id,
+           before, after, note, trace_id, prev, hash
+    FROM chained
     RETURNING seq
 ),
-last AS (SELECT seq, hash FROM chain WHERE n > 0 ORDER BY n DESC LIMIT 1),
+last AS (SELECT seq, hash FROM chained ORDER BY n DESC LIMIT 1),
 moved AS (
     UPDATE audit_head SET seq = last.seq, hash = last.hash FROM last WHERE audit_head.id = 1
     RETURNING audit_head.seq
@@ -295,7 +296,8 @@ _PG_APPEND = text(
 def pg_payload(prepared: list[Prepared], *, tasks: list[str] | None = None) -> str:
     """The jsonb array `pg_chain_ctes` reads: one object per row, numbered in chain order (with the
     task each row belongs to, when given, for a gate to test)."""
-    return json.dumps(
+    # Transport only (the hashes were computed over `canonical` text already): orjson is the fast one.
+    return orjson.dumps(
         [
             {
                 **{k: v for k, v in row.items() if k != "seq"},
@@ -306,9 +308,8 @@ def pg_payload(prepared: list[Prepared], *, tasks: list[str] | None = None) -> s
                 **({"task": tasks[n - 1]} if tasks is not None else {}),
             }
             for n, (row, prefix, suffix) in enumerate(prepared, 1)
-        ],
-        ensure_ascii=False,
-    )
+        ]
+    ).decode()
 
 
 def _append_postgresql(session: Session, prepared: list[Prepared]) -> int:

@@ -116,7 +116,7 @@ def task_objects(
         row = complete(table, {**values, **stamp})
         rows.append((table, row))
         after = snapshot_values(row)
-        entries.append(Entry(actor, "created", kind, row["id"], None, after, None, trace_id, now))
+        entries.append(Entry(actor, "created", kind, row["id"], None, after, None, trace_id, now, plain=True))
         return row
 
     new_repo = repo_id is None
@@ -171,6 +171,7 @@ def task_objects(
                 None,
                 trace_id,
                 now,
+                plain=True,
             )
         )
     ids = CwomIds(repo_id, issue["id"], packet_id, constraints_id, run_id)

@@ -10,7 +10,12 @@ def test_audit_hash_prepared_outside_the_lock_equals_the_reference_hash() -> Non
 
     from cwom.audit import _split_canonical, hashed_fields, row_hash
 
-    samples = [(None, None, None), ({"a": [1, "é", {"z": 1, "b": None}]}, {"x": 1.5, "q": '"'}, 'n"ote\n')]
+    samples = [
+        (None, None, None),
+        ({"a": [1, "é", {"z": 1, "b": None}]}, {"x": 1.5, "q": '"'}, 'n"ote\n'),
+        # Nested keys that look like the top-level seq must not confuse the split.
+        ({"seq": 0, "trace_id": "x"}, {"note": {"seq": 0}}, '"seq":0,'),
+    ]
     for before, after, note in samples:
         fields = hashed_fields(
             id="01ARZ3NDEKTSV4RRFFQ69G5FAV",
