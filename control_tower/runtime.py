@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 
 # A thread back from a database round trip waits for the GIL up to the switch interval (5 ms by
-# default). Intake and the worker hold the audit chain's row lock across a few round trips, so that
-# wait, multiplied by every thread, became the throughput limit; 0.5 ms keeps the lock short.
+# default). ORM transactions (the worker's, the CWOM API's) hold the audit chain's row lock from their
+# audit statement to their commit, so that wait, multiplied by every thread, became a throughput limit;
+# 0.5 ms keeps the lock short. (Intake's single statement holds it for no Python at all.)
 SWITCH_INTERVAL_S = 0.0005
 
 
