@@ -19,7 +19,9 @@ none of them is stored.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -27,6 +29,7 @@ import orjson
 from sqlalchemy import Engine, Table, select
 from sqlalchemy.exc import IntegrityError
 
+from control_tower.group_commit import GroupCommit
 from control_tower.intake_plan import Built, FailureInjected, IntakePlan
 from control_tower.tables import TaskRow
 from cwom import audit
@@ -127,15 +130,12 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Item:
-    """One task waiting for a statement."""
+    """One task ready for a statement: its rows and its prepared audit entries."""
 
     built: Built
     audit_rows: list[audit.Prepared]
-    created: bool = False
-    error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 def _params(items: list[_Item]) -> dict[str, Any]:
@@ -175,66 +175,27 @@ def _execute(engine: Engine, items: list[_Item], *, fail_after_cwom: bool = Fals
     return set(result.created)
 
 
-class _GroupCommit:
-    """Per engine: whoever finds no statement under way writes everything queued meanwhile."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._lock = threading.Lock()
-        self._queue: list[_Item] = []
-        self._busy = False
-
-    def write(self, item: _Item) -> None:
-        with self._lock:
-            self._queue.append(item)
-            leader = not self._busy
-            self._busy = True
-        if leader:
-            while True:
-                with self._lock:
-                    batch, self._queue = self._queue[:BATCH_MAX], self._queue[BATCH_MAX:]
-                    if not batch:
-                        self._busy = False
-                        break
-                self._write_batch(batch)
-        item.done.wait()
-
-    def _write_batch(self, batch: list[_Item]) -> None:
-        try:
-            created = _execute(self.engine, batch)
-        except IntegrityError:
-            if len(batch) == 1:
-                batch[0].error = _Retry("the statement failed on a Repo's slug or foreign key")
-                batch[0].done.set()
-                return
-            for item in batch:  # pin the failure on the task that caused it
-                self._write_batch([item])
-            return
-        except BaseException as exc:  # every task of a failed statement fails; none was stored
-            for item in batch:
-                item.error = exc
-                item.done.set()
-            return
-        for item in batch:
-            item.created = item.built.task["id"] in created
-            item.done.set()
-
-
-class _Retry(Exception):
-    """The statement hit a Repo created meanwhile or a stale cached Repo id: look up and write again."""
-
-
-_GROUPS: dict[int, _GroupCommit] = {}
+_GROUPS: weakref.WeakKeyDictionary[Engine, GroupCommit[_Item, bool]] = weakref.WeakKeyDictionary()
 _GROUPS_LOCK = threading.Lock()
 
 
-def _group(engine: Engine) -> _GroupCommit:
-    group = _GROUPS.get(id(engine))
-    if group is None or group.engine is not engine:
+def _group(engine: Engine) -> GroupCommit[_Item, bool]:
+    """The engine's group commit (one per engine: statements of different databases never mix)."""
+    group = _GROUPS.get(engine)
+    if group is None:
         with _GROUPS_LOCK:
-            group = _GROUPS.get(id(engine))
-            if group is None or group.engine is not engine:
-                group = _GROUPS[id(engine)] = _GroupCommit(engine)
+            group = _GROUPS.get(engine)
+            if group is None:
+                ref = weakref.ref(engine)  # the group must not keep a disposed engine alive
+
+                def write(items: Sequence[_Item]) -> list[bool]:
+                    bound = ref()
+                    if bound is None:  # pragma: no cover - callers hold the engine
+                        raise RuntimeError("engine is gone")
+                    created = _execute(bound, list(items))
+                    return [item.built.task["id"] in created for item in items]
+
+                group = _GROUPS[engine] = GroupCommit(write, batch_max=BATCH_MAX)
     return group
 
 
@@ -253,20 +214,16 @@ def write(
                 _execute(engine, [item], fail_after_cwom=True)
             if objects is not None and objects.new_repo:
                 # Alone: two new Repos with one slug in one statement would fail each other.
-                try:
-                    item.created = built.task["id"] in _execute(engine, [item])
-                except IntegrityError as exc:
-                    raise _Retry from exc
+                created = built.task["id"] in _execute(engine, [item])
             else:
-                _group(engine).write(item)
-                if item.error is not None:
-                    raise item.error
-        except _Retry as exc:
+                created = _group(engine).submit(item)
+        except IntegrityError as exc:
+            # A Repo created meanwhile by another intake, or a cached Repo id gone stale.
             REPOS.forget(engine, slug)
             if attempt == _RETRIES or not plan.create_cwom:
                 raise RuntimeError(f"intake could not be stored after {attempt} attempts") from exc
             continue
-        if not item.created:
+        if not created:
             return None
         if objects is not None and objects.new_repo:
             REPOS.put(engine, slug, objects.ids.repo_id)

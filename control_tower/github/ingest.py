@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from githubkit.webhooks import parse
 from pydantic import ValidationError
-from sqlalchemy import update
+from sqlalchemy import Table, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_tower import intake
+from control_tower.github import deliveries_pg
 from control_tower.github.tables import CommandRow, DeliveryRow
 from control_tower.github.triggers import Plan, RunRequest, plan_delivery
 from control_tower.logs import get_logger
@@ -22,6 +24,7 @@ from policy import PolicyConfig, PolicyError, TaskCreateV1
 from policy.errors import ControlTowerError
 
 log = get_logger(__name__)
+DELIVERIES: Table = DeliveryRow.metadata.tables[DeliveryRow.__tablename__]
 TYPED_EVENTS = frozenset({"issues", "issue_comment"})
 
 
@@ -59,7 +62,13 @@ def receive_delivery(
             plan = Plan(ignored=f"payload not valid: {type(exc).__name__}")
     ignored = {"reason": plan.ignored} if plan.ignored is not None else None
     stored = _store(
-        factory, delivery_id=delivery_id, event=event, hook_id=hook_id, payload=payload, ignored=ignored
+        factory,
+        delivery_id=delivery_id,
+        event=event,
+        hook_id=hook_id,
+        payload=payload,
+        raw=raw,
+        ignored=ignored,
     )
     if not stored:
         return Received(duplicate=True, outcome={"status": "duplicate"})
@@ -75,8 +84,14 @@ def _store(
     event: str,
     hook_id: str | None,
     payload: dict[str, Any],
+    raw: bytes,
     ignored: dict[str, Any] | None,
 ) -> bool:
+    """Insert the delivery unless its id is stored already; True when this call stored it.
+
+    On PostgreSQL concurrent deliveries share one INSERT, with each payload as the verified body's own
+    text (`deliveries_pg`); only the key comes back either way: a delivery is ~10 kB of JSON.
+    """
     now = utcnow()
     values = {
         "delivery_id": delivery_id,
@@ -87,13 +102,25 @@ def _store(
         "repo": (payload.get("repository") or {}).get("full_name"),
         "sender": (payload.get("sender") or {}).get("login"),
         "received_at": now,
-        "payload": payload,
         "status": "received" if ignored is None else "ignored",
         "outcome": ignored,
         "processed_at": None if ignored is None else now,
     }
+    engine = factory.kw["bind"]
+    if engine.dialect.name == "postgresql":
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:  # JSON may also come as UTF-16/32; GitHub sends UTF-8
+            body = json.dumps(payload)
+        json_ready = {
+            **values,
+            "received_at": now.isoformat(),
+            "processed_at": None if ignored is None else now.isoformat(),
+        }
+        return deliveries_pg.store(engine, deliveries_pg.PendingDelivery(json_ready, body))
     with factory() as session, session.begin():
-        return insert_ignore(session, DeliveryRow, values, conflict=["delivery_id"]) is not None
+        row = {**values, "payload": payload}
+        return insert_ignore(session, DELIVERIES, row, conflict=["delivery_id"]) is not None
 
 
 def process_plan(

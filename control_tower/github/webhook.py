@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -54,8 +54,10 @@ async def receive(request: Request) -> JSONResponse:
     if not event or not delivery_id:
         raise BadDelivery(message="missing X-GitHub-Event or X-GitHub-Delivery", field="headers")
     try:
-        payload: Any = json.loads(raw)
-    except ValueError as exc:
+        # orjson: several times faster than json on ~10 kB bodies, and strict (no NaN, no lone
+        # surrogates), so whatever it accepts PostgreSQL's jsonb accepts too.
+        payload: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise BadDelivery(message="body is not JSON", field="body") from exc
     if not isinstance(payload, dict):
         raise BadDelivery(message="body is not a JSON object", field="body")

@@ -63,10 +63,14 @@ def test_bad_signature_is_401_and_nothing_is_stored(gh: httpx.Client, factory: s
 
 
 def test_rotated_secret_is_accepted(gh: httpx.Client, factory: sessionmaker[Session]) -> None:
-    resp = post(gh, "ping", {"zen": "Keep it simple.", "hook_id": 1}, secret=OLD_SECRET)
+    payload = {"zen": "Keep it simple.", "hook_id": 1, "nested": {"é": [1, 2.5, None, True]}}
+    resp = post(gh, "ping", payload, secret=OLD_SECRET)
     assert resp.status_code == 202
     assert resp.json()["status"] == "ignored"
     assert count(factory, DeliveryRow) == 1
+    with factory() as session:  # the body's own text went in; it reads back as the same JSON value
+        stored = session.execute(select(DeliveryRow)).scalar_one()
+        assert stored.payload == payload and stored.event == "ping"
 
 
 def test_label_creates_one_task_and_redelivery_does_nothing(
