@@ -72,6 +72,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from control_tower.api.app import ready_for_traffic
     from control_tower.migrate import upgrade
     from control_tower.serve import build_app
 
@@ -93,6 +94,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     app = build_app(settings, engine=engine, with_worker=not args.no_worker)
+    ready_for_traffic()
     uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
     return 0
 

@@ -6,13 +6,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from githubkit.webhooks import parse
 from pydantic import ValidationError
 from sqlalchemy import Table, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_tower import intake
-from control_tower.github import deliveries_pg
+from control_tower.github import deliveries_pg, events
 from control_tower.github.tables import CommandRow, DeliveryRow
 from control_tower.github.triggers import Plan, RunRequest, plan_delivery
 from control_tower.logs import get_logger
@@ -57,7 +56,7 @@ def receive_delivery(
     plan = plan_delivery(event, payload, label_prefix=label_prefix, bot_login=bot_login)
     if plan.ignored is None and event in TYPED_EVENTS:
         try:
-            parse(event, raw)  # githubkit's typed models: a payload they refuse triggers nothing
+            events.validate(event, raw)  # githubkit's typed models: a payload they refuse triggers nothing
         except (ValidationError, ValueError, KeyError, TypeError) as exc:
             plan = Plan(ignored=f"payload not valid: {type(exc).__name__}")
     ignored = {"reason": plan.ignored} if plan.ignored is not None else None
@@ -123,37 +122,58 @@ def _store(
         return insert_ignore(session, DELIVERIES, row, conflict=["delivery_id"]) is not None
 
 
+@dataclass(frozen=True)
+class _Command:
+    """A command row to queue for the worker; `report` puts it in the delivery's outcome."""
+
+    key: str
+    kind: str
+    text: str
+    comment_id: int | None
+    report: bool = True
+
+
 def process_plan(
     factory: sessionmaker[Session], plan: Plan, delivery_id: str, config: PolicyConfig, max_attempts: int
 ) -> dict[str, Any]:
-    """Turn a stored delivery's plan into tasks and commands; safe to repeat (semantic keys dedupe)."""
+    """Turn a stored delivery's plan into tasks and commands; safe to repeat (semantic keys dedupe).
+
+    Each run goes through intake in its own transaction (intake's). The commands the delivery asks
+    for, and the delivery's outcome, are then written in one more transaction.
+    """
     outcome: dict[str, Any] = {"tasks": [], "refusals": [], "commands": []}
+    queued: list[_Command] = []
     for run in plan.runs:
-        _submit_run(factory, plan, run, delivery_id, config, max_attempts, outcome)
-    for command in plan.commands:
-        _queue_command(
-            factory,
-            plan,
-            delivery_id,
-            command.semantic_key,
-            command.kind,
-            command.text,
-            command.comment_id,
-            outcome,
+        queued.extend(_submit_run(factory, run, delivery_id, config, max_attempts, outcome))
+    queued.extend(
+        _Command(command.semantic_key, command.kind, command.text, command.comment_id)
+        for command in plan.commands
+    )
+    with factory() as session, session.begin():
+        for command in queued:
+            created = _queue_command(session, plan, delivery_id, command)
+            if command.report:
+                outcome["commands"].append({"kind": command.kind, "duplicate": not created})
+        session.execute(
+            update(DeliveryRow)
+            .where(DeliveryRow.delivery_id == delivery_id)
+            .values(status="processed", outcome=outcome, processed_at=utcnow())
         )
-    return _finish(factory, delivery_id, "processed", outcome)
+    log.info("github_delivery", delivery_id=delivery_id, status="processed")
+    return {"status": "processed", **outcome}
 
 
 def _submit_run(
     factory: sessionmaker[Session],
-    plan: Plan,
     run: RunRequest,
     delivery_id: str,
     config: PolicyConfig,
     max_attempts: int,
     outcome: dict[str, Any],
-) -> None:
+) -> list[_Command]:
+    """Send one run request through intake; returns the commands its result asks for."""
     metadata = {**run.metadata, "github": {**run.metadata["github"], "delivery_id": delivery_id}}
+    comment_id = run.metadata["github"].get("comment_id")
     try:
         task = TaskCreateV1(
             requested_by={"kind": "human", "id": run.sender, "label": "github"},
@@ -169,90 +189,58 @@ def _submit_run(
         )
     except PolicyError as error:
         outcome["refusals"].append(error.to_dict())
-        _queue_command(
-            factory,
-            plan,
-            delivery_id,
-            run.semantic_key + ":refusal",
-            "refusal",
-            f"{error.code}: {error.message}",
-            run.metadata["github"].get("comment_id"),
-            outcome,
-        )
-        return
+        text = f"{error.code}: {error.message}"
+        return [_Command(run.semantic_key + ":refusal", "refusal", text, comment_id)]
     except (ValidationError, ControlTowerError) as exc:
         # Another delivery of the same intent reached intake first with a different delivery id in its
         # metadata: the semantic key already names that task, so this one is a duplicate, not a conflict.
         if isinstance(exc, intake.IdempotencyConflict):
             outcome["tasks"].append({"semantic_key": run.semantic_key, "duplicate": True})
-            return
+            return []
         outcome["refusals"].append({"code": "INVALID_TRIGGER", "message": str(exc)[:500]})
-        return
+        return []
     outcome["tasks"].append(
         {"task_id": accepted.task.id, "run_id": accepted.task.run_id, "duplicate": not accepted.created}
     )
     if accepted.created and accepted.task.run_id is not None:
         # The worker posts the run's status comment ("queued") right away; the run edits it later.
-        _queue_command(
-            factory,
-            plan,
-            delivery_id,
-            run.semantic_key + ":announce",
-            "announce",
-            accepted.task.run_id,
-            run.metadata["github"].get("comment_id"),
-            {"commands": []},
-        )
+        key = run.semantic_key + ":announce"
+        return [_Command(key, "announce", accepted.task.run_id, comment_id, report=False)]
+    return []
 
 
-def _queue_command(
-    factory: sessionmaker[Session],
-    plan: Plan,
-    delivery_id: str,
-    key: str,
-    kind: str,
-    text: str,
-    comment_id: int | None,
-    outcome: dict[str, Any],
-) -> None:
+def _queue_command(session: Session, plan: Plan, delivery_id: str, command: _Command) -> bool:
+    """Insert a command row unless its semantic key is queued already; True when this call did."""
     now = utcnow()
     values = {
         "id": new_id(),
-        "semantic_key": key,
+        "semantic_key": command.key,
         "delivery_id": delivery_id,
-        "kind": kind,
+        "kind": command.kind,
         "repo": plan.repo or "",
         "issue_number": plan.issue_number or 0,
-        "comment_id": comment_id,
+        "comment_id": command.comment_id,
         "sender": plan.sender or "",
         "installation_id": plan.installation_id,
-        "text": text,
+        "text": command.text,
         "status": "pending",
         "created_at": now,
         "updated_at": now,
     }
-    with factory() as session, session.begin():
-        created = insert_ignore(session, CommandRow, values, conflict=["semantic_key"])
-        if created is not None:
-            audit.record(
-                session,
-                actor=Actor("human", plan.sender or "unknown"),
-                action="created",
-                entity_kind="github_command",
-                entity_id=created.id,
-                after={"kind": kind, "repo": plan.repo, "issue_number": plan.issue_number, "text": text},
-            )
-    outcome["commands"].append({"kind": kind, "duplicate": created is None})
-
-
-def _finish(
-    factory: sessionmaker[Session], delivery_id: str, status: str, outcome: dict[str, Any]
-) -> dict[str, Any]:
-    with factory() as session, session.begin():
-        session.execute(
-            update(DeliveryRow)
-            .where(DeliveryRow.delivery_id == delivery_id)
-            .values(status=status, outcome=outcome, processed_at=utcnow())
-        )
-    log.info("github_delivery", delivery_id=delivery_id, status=status)
-    return {"status": status, **outcome}
+    created = insert_ignore(session, CommandRow, values, conflict=["semantic_key"])
+    if created is None:
+        return False
+    audit.record(
+        session,
+        actor=Actor("human", plan.sender or "unknown"),
+        action="created",
+        entity_kind="github_command",
+        entity_id=created.id,
+        after={
+            "kind": command.kind,
+            "repo": plan.repo,
+            "issue_number": plan.issue_number,
+            "text": command.text,
+        },
+    )
+    return True

@@ -173,3 +173,19 @@ def test_malformed_deliveries_are_4xx(gh: httpx.Client) -> None:
         },
     )
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "INVALID_DELIVERY"
+
+
+def test_payload_the_typed_models_refuse_triggers_nothing(
+    gh: httpx.Client, factory: sessionmaker[Session]
+) -> None:
+    good = issues_labeled_payload(REPO, 8, "tower:ops", body="make fmt")
+    broken = {**good, "issue": {**good["issue"], "number": "not-a-number"}}  # type: ignore[dict-item]
+    first = post(gh, "issues", broken)
+    assert first.status_code == 202
+    assert first.json()["status"] == "ignored"
+    assert first.json()["reason"].startswith("payload not valid")
+    assert count(factory, TaskRow) == 0 and count(factory, CommandRow) == 0
+    # The validator is built once per event and reused: the next (valid) delivery still triggers.
+    second = post(gh, "issues", good)
+    assert second.status_code == 202 and second.json()["status"] == "processed"
+    assert count(factory, TaskRow) == 1 and count(factory, CommandRow, CommandRow.kind == "announce") == 1
