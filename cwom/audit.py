@@ -65,7 +65,7 @@ class AuditHead(Base):
 class Redacts(Protocol):
     """Anything that can scrub secrets from a JSON-like value."""
 
-    def redact_obj(self, value: Any) -> Any: ...
+    def redact_json(self, value: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def _jsonable(
         return None
     # A JSON round trip gives exactly what the database will hand back to the verifier.
     plain: dict[str, Any] = value if plain_json else json.loads(canonical(value))
-    return redactor.redact_obj(plain) if redactor is not None else plain
+    return redactor.redact_json(plain) if redactor is not None else plain
 
 
 def _split_canonical(fields: dict[str, Any]) -> tuple[str, str]:

@@ -214,3 +214,34 @@ def test_pem_redaction_keeps_line_structure() -> None:
     once = r.redact_text(text)
     assert once == 'APIKEY:" -----BEGIN PRIVATE KEY-----\n[REDACTED]\n-----END PRIVATE KEY-----"'
     assert r.redact_text(once) == once
+
+
+# JSON documents whose keys and strings come from the same trigger-laden text, plus sensitive key names.
+_KEY = st.one_of(_TEXT, st.sampled_from(["api_key", "Password", "idempotency_key", "allow_secrets", "x"]))
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**60), 2**60), st.floats(allow_nan=False), _TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEY, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    doc=_JSON, secret=st.one_of(_SECRET, st.sampled_from(['with"quote-1', "back\\slash-22", "ctl\n-line-3"]))
+)
+def test_redact_json_equals_redact_obj(doc: object, secret: str) -> None:
+    """The whole-document fast path never keeps anything the walk would have redacted."""
+    r = Redactor([KNOWN], named={"GITHUB_TOKEN": GH, "S": secret})
+    assert r.redact_json(doc) == r.redact_obj(doc)
+    planted = {"a": [doc, {"b": "pre " + secret + " post"}]}
+    assert r.redact_json(planted) == r.redact_obj(planted)
+
+
+def test_redact_json_shares_clean_subtrees_and_walks_dirty_ones(redactor: Redactor) -> None:
+    clean = {"objective": "Format the code", "labels": ["ops"], "idempotency_key": "k-1"}
+    doc = {"clean": clean, "dirty": {"token": "abc", "note": f"uses {KNOWN}"}}
+    out = redactor.redact_json(doc)
+    assert out["clean"] is clean
+    assert out["dirty"] == {"token": MARKER, "note": f"uses {MARKER}"}
+    assert doc["dirty"]["token"] == "abc"  # input untouched
+    assert redactor.redact_json({"raw": b"x", "s": {1, 2}}) == redactor.redact_obj({"raw": b"x", "s": {1, 2}})
