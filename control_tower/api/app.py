@@ -18,6 +18,8 @@ from control_tower.api.routes_tasks import router as tasks_router
 from control_tower.db import make_engine, make_sessionmaker
 from control_tower.github import events
 from control_tower.github.ingest import TYPED_EVENTS
+from control_tower.github.processor import DeliveryProcessor, ProcessorConfig
+from control_tower.github.webhook import InFlight
 from control_tower.github.webhook import router as github_router
 from control_tower.logs import configure_logging
 from control_tower.runtime import freeze_startup_heap, tune_process
@@ -52,9 +54,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for hook in on_startup or []:
             hook(app)
+        processor.start()
         try:
             yield
         finally:
+            processor.close()
             for hook in on_shutdown or []:
                 hook(app)
             if own_engine:
@@ -71,6 +75,13 @@ def create_app(
     app.state.redactor = Redactor(named=settings.secret_values())
     app.state.session_factory = make_sessionmaker(engine, info={"redactor": app.state.redactor})
     app.state.policy_config = settings.policy_config()
+    app.state.webhook_inflight = InFlight()
+    processor = DeliveryProcessor(
+        app.state.session_factory,
+        ProcessorConfig.from_settings(settings),
+        busy=app.state.webhook_inflight.busy,
+    )
+    app.state.github_processor = processor
     install_error_handlers(app)
     # Routes are matched in order, and every route tried costs ~10 µs: the two that take bursts
     # (GitHub's deliveries and task intake) come first.

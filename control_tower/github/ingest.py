@@ -24,18 +24,20 @@ from policy.errors import ControlTowerError
 
 log = get_logger(__name__)
 DELIVERIES: Table = DeliveryRow.metadata.tables[DeliveryRow.__tablename__]
+COMMANDS: Table = CommandRow.metadata.tables[CommandRow.__tablename__]
 TYPED_EVENTS = frozenset({"issues", "issue_comment"})
 
 
 @dataclass(frozen=True)
 class Received:
-    """What the webhook endpoint answers."""
+    """What the webhook endpoint answers; `plan` is set when the stored delivery still has work to do."""
 
     duplicate: bool
     outcome: dict[str, Any]
+    plan: Plan | None = None
 
 
-def receive_delivery(
+def accept_delivery(
     factory: sessionmaker[Session],
     *,
     delivery_id: str,
@@ -43,15 +45,14 @@ def receive_delivery(
     hook_id: str | None,
     payload: dict[str, Any],
     raw: bytes,
-    config: PolicyConfig,
     label_prefix: str,
     bot_login: str,
-    max_attempts: int,
 ) -> Received:
-    """Store the delivery first, then act on it; a redelivery (same delivery id) does nothing.
+    """Store the delivery and say what it asks for; a redelivery (same delivery id) stores nothing.
 
     Deciding what a delivery means is pure, so it happens before the insert: a delivery that asks for
-    nothing is stored already marked `ignored`, in one transaction.
+    nothing is stored already marked `ignored`. One that asks for something is stored as `received`
+    and its plan returned, for `process_plan` to carry out (the webhook does that after answering).
     """
     plan = plan_delivery(event, payload, label_prefix=label_prefix, bot_login=bot_login)
     if plan.ignored is None and event in TYPED_EVENTS:
@@ -73,7 +74,38 @@ def receive_delivery(
         return Received(duplicate=True, outcome={"status": "duplicate"})
     if ignored is not None:
         return Received(duplicate=False, outcome={"status": "ignored", **ignored})
-    return Received(duplicate=False, outcome=process_plan(factory, plan, delivery_id, config, max_attempts))
+    return Received(duplicate=False, outcome={"status": "received"}, plan=plan)
+
+
+def receive_delivery(
+    factory: sessionmaker[Session],
+    *,
+    delivery_id: str,
+    event: str,
+    hook_id: str | None,
+    payload: dict[str, Any],
+    raw: bytes,
+    config: PolicyConfig,
+    label_prefix: str,
+    bot_login: str,
+    max_attempts: int,
+) -> Received:
+    """Store the delivery, then act on it right away (reconcile's path; the webhook defers the acting)."""
+    received = accept_delivery(
+        factory,
+        delivery_id=delivery_id,
+        event=event,
+        hook_id=hook_id,
+        payload=payload,
+        raw=raw,
+        label_prefix=label_prefix,
+        bot_login=bot_login,
+    )
+    if received.plan is None:
+        return received
+    return Received(
+        duplicate=False, outcome=process_plan(factory, received.plan, delivery_id, config, max_attempts)
+    )
 
 
 def _store(
@@ -155,8 +187,8 @@ def process_plan(
             if command.report:
                 outcome["commands"].append({"kind": command.kind, "duplicate": not created})
         session.execute(
-            update(DeliveryRow)
-            .where(DeliveryRow.delivery_id == delivery_id)
+            update(DELIVERIES)
+            .where(DELIVERIES.c.delivery_id == delivery_id)
             .values(status="processed", outcome=outcome, processed_at=utcnow())
         )
     log.info("github_delivery", delivery_id=delivery_id, status="processed")
@@ -227,7 +259,8 @@ def _queue_command(session: Session, plan: Plan, delivery_id: str, command: _Com
         "created_at": now,
         "updated_at": now,
     }
-    created = insert_ignore(session, CommandRow, values, conflict=["semantic_key"])
+    # Core, not the ORM: only the new row's id is needed back.
+    created = insert_ignore(session, COMMANDS, values, conflict=["semantic_key"])
     if created is None:
         return False
     audit.record(
@@ -235,7 +268,7 @@ def _queue_command(session: Session, plan: Plan, delivery_id: str, command: _Com
         actor=Actor("human", plan.sender or "unknown"),
         action="created",
         entity_kind="github_command",
-        entity_id=created.id,
+        entity_id=created,
         after={
             "kind": command.kind,
             "repo": plan.repo,

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_tower.github.client import GitHubClient
-from control_tower.github.ingest import process_plan, receive_delivery
+from control_tower.github.ingest import receive_delivery
+from control_tower.github.processor import DeliveryProcessor, ProcessorConfig
 from control_tower.github.tables import DeliveryRow
-from control_tower.github.triggers import plan_delivery
 from control_tower.settings import Settings
 
 
@@ -84,17 +84,5 @@ def reconcile(
 
 def finish_interrupted(factory: sessionmaker[Session], settings: Settings) -> list[str]:
     """Deliveries stored but never processed (the process died in between): process them now."""
-    with factory() as session:
-        rows = list(session.execute(select(DeliveryRow).where(DeliveryRow.status == "received")).scalars())
-    done = []
-    config = settings.policy_config()
-    for row in rows:
-        plan = plan_delivery(
-            row.event,
-            row.payload,
-            label_prefix=settings.github_label_prefix,
-            bot_login=settings.github_bot_login,
-        )
-        process_plan(factory, plan, row.delivery_id, config, settings.worker_max_attempts)
-        done.append(row.delivery_id)
-    return done
+    processor = DeliveryProcessor(factory, ProcessorConfig.from_settings(settings))
+    return processor.sweep(older_than_s=0, limit=100_000)

@@ -10,8 +10,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from control_tower.github.ingest import receive_delivery
+from control_tower.api.deps import SessionDep
+from control_tower.github.ingest import accept_delivery
+from control_tower.github.processor import DeliveryProcessor
 from control_tower.github.signature import verify_signature
+from control_tower.github.tables import DeliveryRow
 from control_tower.settings import Settings
 from policy.errors import ControlTowerError
 
@@ -32,6 +35,16 @@ class BadDelivery(ControlTowerError):
     http_status = 400
 
 
+class InFlight:
+    """How many webhook requests this process is answering right now (read by the processor)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def busy(self) -> bool:
+        return self.count > 0
+
+
 def counters(request: Request) -> Counter[str]:
     """Process-local webhook counters (exposed at GET /github/webhook/stats)."""
     found: Counter[str] = request.app.state.__dict__.setdefault("_state", {}).setdefault(
@@ -40,9 +53,25 @@ def counters(request: Request) -> Counter[str]:
     return found
 
 
+class DeliveryNotFound(ControlTowerError):
+    """No delivery with that id was stored."""
+
+    code = "DELIVERY_NOT_FOUND"
+    http_status = 404
+
+
 @router.post("/github/webhook", status_code=202)
 async def receive(request: Request) -> JSONResponse:
-    """Verify the signature over the raw body, store the delivery, then act on it."""
+    """Verify the signature over the raw body and store the delivery; tasks are made after the answer."""
+    inflight: InFlight = request.app.state.webhook_inflight
+    inflight.count += 1  # only the event loop's thread changes it
+    try:
+        return await _receive(request)
+    finally:
+        inflight.count -= 1
+
+
+async def _receive(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     raw = await request.body()
     secrets = [s.get_secret_value() for s in settings.github_webhook_secret]
@@ -62,23 +91,43 @@ async def receive(request: Request) -> JSONResponse:
     if not isinstance(payload, dict):
         raise BadDelivery(message="body is not a JSON object", field="body")
     received = await run_in_threadpool(
-        receive_delivery,
+        accept_delivery,
         request.app.state.session_factory,
         delivery_id=delivery_id,
         event=event,
         hook_id=request.headers.get("x-github-hook-id"),
         payload=payload,
         raw=raw,
-        config=request.app.state.policy_config,
         label_prefix=settings.github_label_prefix,
         bot_login=settings.github_bot_login,
-        max_attempts=settings.worker_max_attempts,
     )
     if received.duplicate:
         counters(request)["duplicate"] += 1
         return JSONResponse({"status": "duplicate", "delivery_id": delivery_id}, status_code=200)
     counters(request)["accepted"] += 1
+    if received.plan is not None:  # stored; tasks and commands are made after this answer
+        processor: DeliveryProcessor = request.app.state.github_processor
+        processor.submit(delivery_id, received.plan)
     return JSONResponse({"delivery_id": delivery_id, **received.outcome}, status_code=202)
+
+
+@router.get("/github/deliveries/{delivery_id}")
+def get_delivery(delivery_id: str, session: SessionDep) -> dict[str, Any]:
+    """A stored delivery without its payload: status (received, processed, ignored) and outcome."""
+    row = session.get(DeliveryRow, delivery_id)
+    if row is None:
+        raise DeliveryNotFound(message=f"no delivery {delivery_id}", field="delivery_id")
+    return {
+        "delivery_id": row.delivery_id,
+        "event": row.event,
+        "action": row.action,
+        "repo": row.repo,
+        "sender": row.sender,
+        "status": row.status,
+        "outcome": row.outcome,
+        "received_at": row.received_at,
+        "processed_at": row.processed_at,
+    }
 
 
 @router.get("/github/webhook/stats")

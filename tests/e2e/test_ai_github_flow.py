@@ -16,6 +16,7 @@ from tests.fakes.anthropic_server import FakeAnthropic, Reply, running_fake_anth
 from tests.fakes.git_remote import make_bare_repo, run_git
 from tests.fakes.github_server import FakeGitHub, running_fake_github
 from tests.fakes.github_webhooks import issues_labeled_payload, signed_delivery
+from tests.support.github import delivery_outcome
 from tests.support.processes import serve_process, wait_for
 from worker.sandbox import probe_sandbox
 
@@ -99,8 +100,8 @@ def status_comments(github: FakeGitHub, issue: int) -> list[dict[str, Any]]:
 def label(base: str, issue: int, operation: str, title: str) -> str:
     payload = issues_labeled_payload(REPO, issue, f"tower:{operation}", title=title, body=title)
     response = signed_delivery("issues", payload, SECRET).post(f"{base}/github/webhook")
-    assert response.status_code == 202, response.text
-    return str(response.json()["tasks"][0]["run_id"])
+    outcome = delivery_outcome(lambda path: httpx.get(f"{base}{path}"), response)
+    return str(outcome["tasks"][0]["run_id"])
 
 
 def coding_script() -> list[Reply]:

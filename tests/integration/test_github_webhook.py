@@ -16,6 +16,8 @@ from control_tower.github.tables import CommandRow, DeliveryRow
 from control_tower.tables import RefusalRow, TaskRow
 from tests.conftest import make_settings
 from tests.fakes.github_webhooks import issue_comment_payload, issues_labeled_payload, signed_delivery
+from tests.support.github import delivery_outcome
+from tests.support.runs import wait_for
 from tests.support.servers import serve_in_thread
 
 SECRET = "whsec-current-0123456789"
@@ -79,14 +81,13 @@ def test_label_creates_one_task_and_redelivery_does_nothing(
     payload = issues_labeled_payload(REPO, 7, "tower:ops", body="Please format\n\n```sh\nmake fmt\n```\n")
     first = post(gh, "issues", payload, delivery_id="d-1")
     assert first.status_code == 202, first.text
-    assert first.json()["tasks"][0]["duplicate"] is False
+    assert delivery_outcome(gh.get, first)["tasks"][0]["duplicate"] is False
     for _ in range(2):
         again = post(gh, "issues", payload, delivery_id="d-1")
         assert again.status_code == 200 and again.json()["status"] == "duplicate"
     # The same intent in a different delivery (GitHub retried with a new id) is one run too.
     other = post(gh, "issues", payload, delivery_id="d-2")
-    assert other.status_code == 202
-    assert other.json()["tasks"][0]["duplicate"] is True
+    assert delivery_outcome(gh.get, other)["tasks"][0]["duplicate"] is True
     assert count(factory, TaskRow) == 1 and count(factory, DeliveryRow) == 2
     with factory() as session:
         task = session.execute(select(TaskRow)).scalar_one()
@@ -99,8 +100,7 @@ def test_label_creates_one_task_and_redelivery_does_nothing(
 def test_comment_commands(gh: httpx.Client, factory: sessionmaker[Session]) -> None:
     body = "Thanks!\n/tower run ops ls -la\n/tower approve looks good\n/tower frobnicate"
     resp = post(gh, "issue_comment", issue_comment_payload(REPO, 3, body, comment_id=11))
-    assert resp.status_code == 202, resp.text
-    out = resp.json()
+    out = delivery_outcome(gh.get, resp)
     assert len(out["tasks"]) == 1
     assert sorted(c["kind"] for c in out["commands"]) == ["approve", "help"]
     with factory() as session:
@@ -109,7 +109,10 @@ def test_comment_commands(gh: httpx.Client, factory: sessionmaker[Session]) -> N
     assert task.body["inputs"]["command"] == "ls -la"
     assert kinds["approve"].text == "looks good" and kinds["approve"].sender == "alice"
     # The same comment in another delivery adds nothing.
-    post(gh, "issue_comment", issue_comment_payload(REPO, 3, body, comment_id=11))
+    again = delivery_outcome(
+        gh.get, post(gh, "issue_comment", issue_comment_payload(REPO, 3, body, comment_id=11))
+    )
+    assert again["tasks"][0]["duplicate"] is True and all(c["duplicate"] for c in again["commands"])
     assert count(factory, TaskRow) == 1
     assert count(factory, CommandRow, CommandRow.kind != "announce") == 2
     assert count(factory, CommandRow, CommandRow.kind == "announce") == 1
@@ -139,8 +142,7 @@ def test_things_that_never_trigger(
 
 def test_policy_refusal_is_recorded_and_answered(gh: httpx.Client, factory: sessionmaker[Session]) -> None:
     resp = post(gh, "issue_comment", issue_comment_payload("evil/app", 5, "/tower run docs fix it"))
-    assert resp.status_code == 202
-    assert resp.json()["refusals"][0]["code"] == "REPO_NOT_ALLOWED"
+    assert delivery_outcome(gh.get, resp)["refusals"][0]["code"] == "REPO_NOT_ALLOWED"
     assert count(factory, RefusalRow) == 1
     assert count(factory, CommandRow, CommandRow.kind == "refusal") == 1
     assert count(factory, TaskRow) == 0
@@ -187,5 +189,48 @@ def test_payload_the_typed_models_refuse_triggers_nothing(
     assert count(factory, TaskRow) == 0 and count(factory, CommandRow) == 0
     # The validator is built once per event and reused: the next (valid) delivery still triggers.
     second = post(gh, "issues", good)
-    assert second.status_code == 202 and second.json()["status"] == "processed"
+    assert delivery_outcome(gh.get, second)["tasks"][0]["duplicate"] is False
     assert count(factory, TaskRow) == 1 and count(factory, CommandRow, CommandRow.kind == "announce") == 1
+
+
+def test_delivery_status_endpoint(gh: httpx.Client) -> None:
+    payload = issues_labeled_payload(REPO, 9, "tower:ops", body="make fmt")
+    resp = post(gh, "issues", payload, delivery_id="d-status")
+    assert resp.json() == {"delivery_id": "d-status", "status": "received"}
+    delivery_outcome(gh.get, resp)
+    found = gh.get("/github/deliveries/d-status").json()
+    assert found["status"] == "processed" and found["event"] == "issues" and found["action"] == "labeled"
+    assert found["repo"] == REPO and found["sender"] == "alice" and "payload" not in found
+    missing = gh.get("/github/deliveries/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "DELIVERY_NOT_FOUND"
+
+
+def test_delivery_left_unprocessed_by_a_dead_process_is_swept(
+    db_url: str, tmp_path: Path, engine: Engine, factory: sessionmaker[Session]
+) -> None:
+    """The process that stored a delivery died before processing it: the next server's sweep does it."""
+    from control_tower.github.ingest import accept_delivery
+    from tests.fakes.github_webhooks import signed_delivery as make
+
+    payload = issue_comment_payload(REPO, 12, "/tower run ops ls", comment_id=1200)
+    body = make("issue_comment", payload, SECRET).body
+    stored = accept_delivery(
+        factory,
+        delivery_id="orphan-1",
+        event="issue_comment",
+        hook_id=None,
+        payload=payload,
+        raw=body,
+        label_prefix="tower:",
+        bot_login="control-tower[bot]",
+    )
+    assert stored.plan is not None and stored.outcome == {"status": "received"}
+    assert count(factory, TaskRow) == 0  # stored, not acted on
+    settings = make_settings(
+        db_url, tmp_path, github_webhook_secret=[SecretStr(SECRET)], github_sweep_after_seconds=0
+    )
+    with serve_in_thread(create_app(settings, engine=engine)) as base, httpx.Client(base_url=base) as client:
+        done = wait_for(lambda: client.get("/github/deliveries/orphan-1").json()["status"] == "processed")
+        assert done
+    assert count(factory, TaskRow) == 1
+    assert count(factory, CommandRow, CommandRow.kind == "announce") == 1
