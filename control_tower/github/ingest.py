@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +17,7 @@ from control_tower import intake
 from control_tower.github import deliveries_pg, events
 from control_tower.github.tables import CommandRow, DeliveryRow
 from control_tower.github.triggers import Plan, RunRequest, plan_delivery
+from control_tower.group_commit import GroupCommit
 from control_tower.logs import get_logger
 from cwom import audit
 from cwom.audit import Actor
@@ -170,8 +174,9 @@ def process_plan(
 ) -> dict[str, Any]:
     """Turn a stored delivery's plan into tasks and commands; safe to repeat (semantic keys dedupe).
 
-    Each run goes through intake in its own transaction (intake's). The commands the delivery asks
-    for, and the delivery's outcome, are then written in one more transaction.
+    Each run goes through intake (its own transaction). The commands the delivery asks for, and the
+    delivery's outcome, are then written in one more transaction, shared with whichever deliveries
+    other threads finish at the same time (group commit).
     """
     outcome: dict[str, Any] = {"tasks": [], "refusals": [], "commands": []}
     queued: list[_Command] = []
@@ -181,18 +186,61 @@ def process_plan(
         _Command(command.semantic_key, command.kind, command.text, command.comment_id)
         for command in plan.commands
     )
-    with factory() as session, session.begin():
-        for command in queued:
-            created = _queue_command(session, plan, delivery_id, command)
-            if command.report:
-                outcome["commands"].append({"kind": command.kind, "duplicate": not created})
-        session.execute(
-            update(DELIVERIES)
-            .where(DELIVERIES.c.delivery_id == delivery_id)
-            .values(status="processed", outcome=outcome, processed_at=utcnow())
-        )
+    outcome = _finishing(factory).submit(_Finish(plan, delivery_id, queued, outcome))
     log.info("github_delivery", delivery_id=delivery_id, status="processed")
     return {"status": "processed", **outcome}
+
+
+@dataclass(frozen=True)
+class _Finish:
+    """A processed delivery's last write: its commands and its outcome."""
+
+    plan: Plan
+    delivery_id: str
+    commands: list[_Command]
+    outcome: dict[str, Any]
+
+
+# One group commit per session factory: deliveries processed at the same time by different threads
+# share one transaction for their commands and outcomes (one commit, one audit-chain append).
+_FINISHING: weakref.WeakKeyDictionary[sessionmaker[Session], GroupCommit[_Finish, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+_FINISHING_LOCK = threading.Lock()
+
+
+def _finishing(factory: sessionmaker[Session]) -> GroupCommit[_Finish, dict[str, Any]]:
+    with _FINISHING_LOCK:
+        group = _FINISHING.get(factory)
+        if group is None:
+            ref = weakref.ref(factory)
+
+            def write(items: Sequence[_Finish]) -> list[dict[str, Any]]:
+                bound = ref()
+                if bound is None:  # pragma: no cover - callers hold the factory
+                    raise RuntimeError("session factory is gone")
+                return _write_finished(bound, items)
+
+            group = _FINISHING[factory] = GroupCommit(write, batch_max=32)
+        return group
+
+
+def _write_finished(factory: sessionmaker[Session], items: Sequence[_Finish]) -> list[dict[str, Any]]:
+    outcomes = []
+    with factory() as session, session.begin():
+        for item in items:
+            outcome = {**item.outcome, "commands": list(item.outcome["commands"])}
+            for command in item.commands:
+                created = _queue_command(session, item.plan, item.delivery_id, command)
+                if command.report:
+                    outcome["commands"].append({"kind": command.kind, "duplicate": not created})
+            session.execute(
+                update(DELIVERIES)
+                .where(DELIVERIES.c.delivery_id == item.delivery_id)
+                .values(status="processed", outcome=outcome, processed_at=utcnow())
+            )
+            outcomes.append(outcome)
+    return outcomes
 
 
 def _submit_run(

@@ -44,7 +44,7 @@ class ProcessorConfig:
     max_attempts: int
     label_prefix: str
     bot_login: str
-    threads: int = 4
+    threads: int = 8
     sweep_after_s: float = 60.0
     sweep_every_s: float = 15.0
     # While webhook requests are being answered, a delivery waits up to this long before it is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -36,13 +37,26 @@ class BadDelivery(ControlTowerError):
 
 
 class InFlight:
-    """How many webhook requests this process is answering right now (read by the processor)."""
+    """Whether this process is answering webhook requests (read by the delivery processor's threads).
 
-    def __init__(self) -> None:
+    Busy while a request is in flight and for `quiet_s` after the last one ended: under a burst the
+    gaps between requests are shorter than that, and processing would otherwise start in each gap.
+    """
+
+    def __init__(self, quiet_s: float = 0.005) -> None:
         self.count = 0
+        self.quiet_s = quiet_s
+        self.last_done = 0.0
+
+    def enter(self) -> None:
+        self.count += 1  # only the event loop's thread changes these
+
+    def leave(self) -> None:
+        self.count -= 1
+        self.last_done = time.monotonic()
 
     def busy(self) -> bool:
-        return self.count > 0
+        return self.count > 0 or time.monotonic() - self.last_done < self.quiet_s
 
 
 def counters(request: Request) -> Counter[str]:
@@ -64,11 +78,11 @@ class DeliveryNotFound(ControlTowerError):
 async def receive(request: Request) -> JSONResponse:
     """Verify the signature over the raw body and store the delivery; tasks are made after the answer."""
     inflight: InFlight = request.app.state.webhook_inflight
-    inflight.count += 1  # only the event loop's thread changes it
+    inflight.enter()
     try:
         return await _receive(request)
     finally:
-        inflight.count -= 1
+        inflight.leave()
 
 
 async def _receive(request: Request) -> JSONResponse:
