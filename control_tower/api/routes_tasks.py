@@ -36,12 +36,11 @@ class TaskNotFound(ControlTowerError):
 @router.post("/tasks/enqueue", status_code=201, response_model=TaskOut, responses=_ERRORS)
 def enqueue(
     task: TaskCreateV1,
-    response: Response,
     factory: SessionFactoryDep,
     config: PolicyDep,
     settings: SettingsDep,
     create_cwom: bool = True,
-) -> TaskOut:
+) -> Response:
     """Validate, evaluate and store a task in one transaction; 200 for an idempotent replay."""
     accepted = intake.submit(
         factory,
@@ -51,9 +50,12 @@ def enqueue(
         create_cwom=create_cwom,
         max_attempts=settings.worker_max_attempts,
     )
-    if not accepted.created:
-        response.status_code = 200
-    return TaskOut.from_row(accepted.task, ids=accepted.ids, replay=not accepted.created)
+    out = TaskOut.from_row(accepted.task, ids=accepted.ids, replay=not accepted.created)
+    # Serialised here, once: handing FastAPI the model would validate it again against response_model
+    # (about a tenth of a loaded intake server's time). The schema in OpenAPI is unchanged.
+    return Response(
+        out.model_dump_json(), status_code=201 if accepted.created else 200, media_type="application/json"
+    )
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut, responses={404: {"model": ErrorResponse}})
