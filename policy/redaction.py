@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -195,15 +195,7 @@ class Redactor:
         if isinstance(obj, str):
             return self.redact_text(obj)
         if isinstance(obj, Mapping):
-            out: dict[Any, Any] = {}
-            for key, value in obj.items():
-                if isinstance(key, str):
-                    if is_sensitive_key(key) and value is not None:
-                        out[self.redact_text(key)] = MARKER
-                        continue
-                    key = self.redact_text(key)
-                out[key] = self.redact_obj(value)
-            return out
+            return self._redact_mapping(obj, self.redact_obj)
         if isinstance(obj, list | tuple | set | frozenset):
             return [self.redact_obj(item) for item in obj]
         if isinstance(obj, bytes | bytearray):
@@ -231,6 +223,10 @@ class Redactor:
             return obj
         if isinstance(obj, list):
             return [self.redact_json(item) for item in obj]
+        return self._redact_mapping(obj, self.redact_json)
+
+    def _redact_mapping(self, obj: Mapping[Any, Any], values: Callable[[Any], Any]) -> dict[Any, Any]:
+        """Keys redacted, values of sensitive keys replaced by the marker, other values by `values`."""
         out: dict[Any, Any] = {}
         for key, value in obj.items():
             if isinstance(key, str):
@@ -238,5 +234,5 @@ class Redactor:
                     out[self.redact_text(key)] = MARKER
                     continue
                 key = self.redact_text(key)
-            out[key] = self.redact_json(value)
+            out[key] = values(value)
         return out
