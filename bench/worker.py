@@ -133,22 +133,18 @@ def _ready_then_go() -> None:
     assert sys.stdin.readline().strip() == "go"
 
 
-def child_ct_worker(url: str, concurrency: int, prefetch: int, group_commit: bool) -> None:
-    """A Control Tower Worker draining the queue (until idle) with an executor that completes at once."""
-    from worker.loop import Worker
-    from worker.notify import PgNotifier
-    from worker.queue import Claim, RunControl, RunQueue
+def child_ct_worker(url: str, concurrency: int) -> None:
+    """What `control-tower worker --concurrency N --until-idle` runs (`build_worker` from the settings,
+    every default as shipped), with an executor that completes each run at once."""
+    from worker.queue import Claim, RunControl
+    from worker.service import build_worker
 
     engine = make_engine(url, pool_size=concurrency + 2)
-    queue = RunQueue(make_sessionmaker(engine), lease_seconds=30, max_attempts=3, group_commit=group_commit)
 
     def complete(claim: Claim, control: RunControl) -> None:
         control.queue.transition(claim, RunStatus.DONE)
 
-    notifier = PgNotifier.for_engine(engine) if queue.is_postgresql else None
-    worker = Worker(
-        queue, complete, concurrency=concurrency, prefetch=prefetch, poll_interval=0.05, notifier=notifier
-    )
+    worker = build_worker(settings_for(url), engine, executor=complete, concurrency=concurrency)
     with engine.connect():
         pass  # connect before "go"
     _ready_then_go()
@@ -301,13 +297,12 @@ def bench_latency(url: str, samples: int) -> dict[str, float]:
     }
 
 
-def bench_ct_queue(url: str, runs: int, processes: int, concurrency: int, tuned: bool = False) -> float:
+def bench_ct_queue(url: str, runs: int, processes: int, concurrency: int) -> float:
     engine = make_engine(url)
     factory = make_sessionmaker(engine)
     task, run = template_run(factory, url)
     bulk_enqueue(factory, task, run, runs)
-    prefetch, group = (2 * concurrency, "1") if tuned else (0, "0")
-    procs = [spawn("ct", url, str(concurrency), str(prefetch), group) for _ in range(processes)]
+    procs = [spawn("ct", url, str(concurrency)) for _ in range(processes)]
     seconds, done = race(procs)
     with factory() as session:
         left = session.scalar(select(RunRow.id).where(RunRow.status != "done").limit(1))
@@ -363,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         configure_logging("WARNING")  # to stderr: stdout carries the ready/go/result protocol
         role, *rest = args.child
         {
-            "ct": lambda: child_ct_worker(rest[0], int(rest[1]), int(rest[2]), rest[3] == "1"),
+            "ct": lambda: child_ct_worker(rest[0], int(rest[1])),
             "latency": lambda: child_latency_worker(rest[0]),
             "raw": lambda: child_raw(rest[0]),
             "pgq": lambda: child_pgqueuer(rest[0], int(rest[1])),
@@ -381,54 +376,40 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     print("\nqueue alone, PostgreSQL: claim + complete of empty runs with their audit rows (jobs/s)")
     print(
-        "  ct = defaults (claim what is free, one transaction per transition); "
-        "ct+ = prefetch 2x concurrency + group commit"
+        f"  ct = control-tower worker --concurrency {args.concurrency}, as shipped (build_worker, defaults)"
     )
-    print(
-        f"  {'processes':>9}  {'ct':>6}  {'ct+':>6}  {'raw SKIP LOCKED':>15}  {'pgqueuer':>9}  "
-        f"{'ct+/pgq':>7}  {'ct+/raw':>7}"
-    )
-    results: dict[int, tuple[float, float, float, float]] = {}
+    header = ("processes", "ct", "raw SKIP LOCKED", "pgqueuer", "ct/pgq", "ct/raw")
+    print("  " + "  ".join(f"{h:>{w}}" for h, w in zip(header, (9, 6, 15, 9, 7, 7), strict=True)))
+    results: dict[int, tuple[float, float, float]] = {}
     for processes in [int(p) for p in args.processes.split(",")]:
         with scratch_pg("ct_bench_wq") as (_, url):
             upgrade(make_engine(url))
             ct = bench_ct_queue(url, args.runs, processes, args.concurrency)
-        with scratch_pg("ct_bench_wq") as (_, url):
-            upgrade(make_engine(url))
-            ctp = bench_ct_queue(url, args.runs, processes, args.concurrency, tuned=True)
         with scratch_pg("ct_bench_wraw") as (_, url):
             upgrade(make_engine(url))
             raw = bench_raw(url, args.runs, processes)
         with scratch_pg("ct_bench_wpgq") as (name, _):
             pgq = bench_pgqueuer(name, args.runs, processes)
-        results[processes] = (ct, ctp, raw, pgq)
-        print(
-            f"  {processes:>9}  {ct:>6.0f}  {ctp:>6.0f}  {raw:>15.0f}  {pgq:>9.0f}  "
-            f"{ctp / pgq:>7.2f}  {ctp / raw:>7.2f}"
-        )
+        results[processes] = (ct, raw, pgq)
+        print(f"  {processes:>9}  {ct:>6.0f}  {raw:>15.0f}  {pgq:>9.0f}  {ct / pgq:>7.2f}  {ct / raw:>7.2f}")
 
     print("\nqueue alone, SQLite (WAL), 1 worker process:")
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
         upgrade(make_engine(url))
         sqlite_rate = bench_ct_queue(url, args.runs, 1, args.concurrency)
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/bench.db"
-        upgrade(make_engine(url))
-        sqlite_tuned = bench_ct_queue(url, args.runs, 1, args.concurrency, tuned=True)
-    print(f"  ct {sqlite_rate:.0f} runs/s, ct+ {sqlite_tuned:.0f} runs/s")
+    print(f"  ct {sqlite_rate:.0f} runs/s")
 
     print("\nsummary:")
     print(
         f"  start latency (commit -> executor) p50 {latency['p50_ms']:.1f} ms (target < 20 ms), "
         f"p95 {latency['p95_ms']:.1f} ms; from the enqueue call p50 {latency['call_p50_ms']:.1f} ms"
     )
-    top = max(results)
-    ct, ctp, raw, pgq = results[top]
-    print(
-        f"  {top} processes: control tower {ct:.0f}/s (tuned {ctp:.0f}/s) vs pgqueuer {pgq:.0f}/s "
-        f"(x{ctp / pgq:.2f}); raw SKIP LOCKED {raw:.0f}/s"
-    )
+    for processes, (ct, raw, pgq) in results.items():
+        print(
+            f"  {processes} processes: control tower {ct:.0f}/s vs pgqueuer {pgq:.0f}/s "
+            f"(x{ct / pgq:.2f}); raw SKIP LOCKED {raw:.0f}/s"
+        )
     print(f"  load average during the run: {os.getloadavg()}")
 
 

@@ -17,7 +17,7 @@ from control_tower.logs import get_logger
 from cwom.base import new_id
 from cwom.enums import RunStatus
 from worker.notify import Notifier
-from worker.queue import Claim, Executor, RunControl, RunQueue
+from worker.queue import Claim, Executor, Refill, RunControl, RunQueue
 
 log = get_logger(__name__)
 
@@ -79,6 +79,8 @@ class Worker:
         self.completed = 0  # runs this worker executed (any outcome), for benches and tests
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}
+        # Slots held for runs a transition statement is claiming along with its changes.
+        self._reserved = 0
         self._work: queue_mod.Queue[_Active | None] = queue_mod.Queue()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -98,6 +100,7 @@ class Worker:
         self._threads.append(threading.Thread(target=self._heartbeat_thread, name="heartbeat", daemon=True))
         for thread in self._threads:
             thread.start()
+        self.queue.attach_refill(Refill(self.worker_id, self._reserve, self._deliver))
         if self.notifier is not None:
             self.notifier.start(self._on_run, self._on_cancel)
         for companion in self.companions:
@@ -107,6 +110,7 @@ class Worker:
             self._dispatch(until_idle)
             self._drain()
         finally:
+            self.queue.detach_refill(self.worker_id)
             for companion in self.companions:
                 companion.stop()
             if self.notifier is not None:
@@ -167,11 +171,30 @@ class Worker:
 
     def _claimable(self) -> int:
         """How many runs to claim now: all free slots, but with prefetch only in batches while busy."""
-        active = len(self.active_runs())
+        with self._lock:
+            active = len(self._active) + self._reserved
         free = self.concurrency + self.prefetch - active
         if self.prefetch and active >= self.concurrency and free < self.prefetch:
             return 0
         return max(0, free)
+
+    def _reserve(self, finishing: int) -> int:
+        """Slots for a transition statement to fill: those its `finishing` runs free, and any free now."""
+        with self._lock:
+            if self._stopping.is_set():
+                return 0
+            free = self.concurrency + self.prefetch - len(self._active) - self._reserved + finishing
+            reserved = max(0, min(free, self.concurrency + self.prefetch))
+            self._reserved += reserved
+            return reserved
+
+    def _deliver(self, claims: list[Claim], reserved: int) -> None:
+        """Start what a transition statement claimed; its executor threads pick them as they return."""
+        for claim in claims:
+            self._start(claim)
+        with self._lock:
+            self._reserved -= reserved
+        self._wake.set()
 
     def _start(self, claim: Claim) -> None:
         control = RunControl(queue=self.queue)
@@ -181,6 +204,7 @@ class Worker:
                 control.stopping.set()
             item = _Active(claim, control)
             self._active[claim.run_id] = item
+        self.queue.track(claim)
         log.info("run.claimed", run_id=claim.run_id, attempt=claim.attempt, worker_id=self.worker_id)
         self._work.put(item)
 
@@ -225,6 +249,7 @@ class Worker:
                     continue
                 self._execute(item)
             finally:
+                self.queue.settled(item.claim)  # stop tracking, whatever happened
                 with self._lock:
                     self._active.pop(item.claim.run_id, None)
                     self.completed += 1
@@ -253,7 +278,7 @@ class Worker:
                 )
             )
             return
-        if control.cancelled.is_set():
+        if control.cancelled.is_set() or self.queue.settled(claim):
             return
         # The executor should have recorded the outcome; a run still held here was left behind.
         if control.stopping.is_set():
@@ -274,14 +299,17 @@ class Worker:
         while not self._stopped.wait(self.heartbeat_interval):
             with self._lock:
                 items = [i for i in self._active.values() if not i.control.cancelled.is_set()]
+            if not items:
+                continue
+            try:
+                # One statement renews every lease this worker holds.
+                held = self.queue.heartbeat_all([item.claim for item in items])
+            except Exception as exc:
+                # Keep going: fenced writes protect the runs if a lease is lost meanwhile.
+                log.warning("run.heartbeat_error", runs=len(items), error=_short(exc))
+                continue
             for item in items:
-                try:
-                    owned = self.queue.heartbeat(item.claim)
-                except Exception as exc:
-                    # Keep going: fenced writes protect the run if the lease is lost meanwhile.
-                    log.warning("run.heartbeat_error", run_id=item.claim.run_id, error=_short(exc))
-                    continue
-                if not owned and item.claim.run_id in self._active:
+                if item.claim.run_id not in held and item.claim.run_id in self._active:
                     reason = self._why_lost(item.claim)
                     log.info("run.lost", run_id=item.claim.run_id, reason=reason)
                     item.control.stop(reason)

@@ -7,15 +7,16 @@ worker that lost its lease (paused, partitioned, reclaimed) is refused and nothi
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Engine, select, text, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_tower.group_commit import GroupCommit
 from control_tower.task_status import mirror_run_status
 from cwom import audit
 from cwom.audit import Actor
@@ -23,6 +24,7 @@ from cwom.base import utcnow
 from cwom.enums import RUN_TRANSITIONS, RunStatus
 from cwom.tables import RunRow
 from policy.errors import ControlTowerError
+from worker import queue_pg
 
 NOTIFY_CHANNEL = "control_tower_runs"
 CANCEL_PREFIX = "cancel:"
@@ -86,9 +88,9 @@ class RunControl:
 Executor = Callable[[Claim, RunControl], None]
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
 class _Change:
-    """One requested transition, and (under group commit) its outcome."""
+    """One requested transition."""
 
     claim: Claim
     to: RunStatus
@@ -97,9 +99,24 @@ class _Change:
     outputs: list[Any] | None
     telemetry: dict[str, Any] | None
     note: str | None
-    done: threading.Event = field(default_factory=threading.Event)
-    result: bool = False
-    error: BaseException | None = None
+
+
+# A change's outcome under group commit: written or fenced out, or the error that failed it alone.
+_Outcome = bool | BaseException
+
+
+@dataclass(frozen=True)
+class Refill:
+    """How a Worker lets the transitions of its runs claim the slots they free, in the same statement.
+
+    `reserve(finishing)` is told how many of the Worker's runs a statement is about to move out of
+    `running` and answers how many runs to claim (it holds that many slots for them); `deliver(claims,
+    reserved)` gets what was claimed (possibly fewer, or none when the statement failed).
+    """
+
+    worker_id: str
+    reserve: Callable[[int], int]
+    deliver: Callable[[list[Claim], int], None]
 
 
 def _status(value: str | RunStatus) -> RunStatus:
@@ -116,25 +133,42 @@ class RunQueue:
         lease_seconds: float,
         max_attempts: int,
         clock: Callable[[], datetime] = utcnow,
-        group_commit: bool = False,
+        group_commit: bool = True,
     ) -> None:
         self.factory = factory
-        # Concurrent transitions from one process share a transaction (and one audit-chain lock).
+        # Concurrent transitions from one process share a statement (and one audit-chain lock).
         self.group_commit = group_commit
-        self._group_lock = threading.Lock()
-        self._group: list[_Change] = []
-        self._committing = False
+        self._group: GroupCommit[_Change, _Outcome] = GroupCommit(self._write_group)
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
         self.clock = clock
         bind = factory.kw.get("bind")
-        self.is_postgresql = bind is not None and bind.dialect.name == "postgresql"
+        self.engine: Engine | None = bind if isinstance(bind, Engine) else None
+        self.is_postgresql = self.engine is not None and self.engine.dialect.name == "postgresql"
+        self.redactor: audit.Redacts | None = (factory.kw.get("info") or {}).get("redactor")
+        # Claims a Worker is executing -> whether a transition of theirs was written (see `settled`).
+        self._tracked: dict[tuple[str, int, str], bool] = {}
+        self._tracked_lock = threading.Lock()
+        self._refills: dict[str, Refill] = {}
 
     # -- claiming ---------------------------------------------------------------------------------
 
     def claim(self, worker_id: str, *, limit: int = 1) -> list[Claim]:
-        """Take up to `limit` queued runs, best priority then oldest first, leased to `worker_id`."""
+        """Take up to `limit` queued runs, best priority then oldest first, leased to `worker_id`.
+
+        PostgreSQL: one statement (`queue_pg.claim`); SQLite: one `BEGIN IMMEDIATE` transaction.
+        """
         now = self.clock()
+        if self.is_postgresql and self.engine is not None:
+            taken = queue_pg.claim(
+                self.engine,
+                worker_id=worker_id,
+                limit=limit,
+                now=now,
+                lease=self.lease,
+                redactor=self.redactor,
+            )
+            return [Claim(r.run_id, r.task_id, r.attempt, worker_id, r.trace_id) for r in taken]
         pick = (
             select(RunRow.id)
             .where(RunRow.status == RunStatus.QUEUED.value, RunRow.available_at <= now)
@@ -180,15 +214,26 @@ class RunQueue:
 
     def heartbeat(self, claim: Claim) -> bool:
         """Extend the lease; False when the run is no longer ours (cancelled, reclaimed, finished)."""
+        return claim.run_id in self.heartbeat_all([claim])
+
+    def heartbeat_all(self, claims: list[Claim]) -> set[str]:
+        """Extend every lease in one statement; the ids of the runs still held (the rest were lost)."""
+        if not claims:
+            return set()
         now = self.clock()
+        keys = [(c.run_id, c.attempt, c.worker_id) for c in claims]
         with self.factory() as session, session.begin():
-            result = session.execute(
+            held = session.scalars(
                 update(RunRow)
-                .where(*self._owned(claim))
+                .where(
+                    tuple_(RunRow.id, RunRow.attempt, RunRow.locked_by).in_(keys),
+                    RunRow.status == RunStatus.RUNNING.value,
+                )
                 .values(lease_expires_at=now + self.lease)
+                .returning(RunRow.id)
                 .execution_options(synchronize_session=False)
-            )
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            ).all()
+        return set(held)
 
     def status(self, run_id: str) -> str | None:
         """The run's current status (None when there is no such run)."""
@@ -223,46 +268,125 @@ class RunQueue:
         if to not in RUN_TRANSITIONS[RunStatus.RUNNING]:
             raise InvalidTransition(message=f"a running run cannot become {to.value}")
         change = _Change(claim, to, error_code, error_message, outputs, telemetry, note)
-        if not self.group_commit:
-            return self._apply([change])[0]
-        return self._group_apply(change)
+        outcome = self._group.submit(change) if self.group_commit else self._write_group([change])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome:
+            key = (claim.run_id, claim.attempt, claim.worker_id)
+            with self._tracked_lock:
+                if key in self._tracked:
+                    self._tracked[key] = True
+        return outcome
 
-    def _group_apply(self, change: _Change) -> bool:
-        """Group commit: whoever finds no commit under way commits everything queued meanwhile."""
-        with self._group_lock:
-            self._group.append(change)
-            leader = not self._committing
-            self._committing = True
-        if leader:
-            while True:
-                with self._group_lock:
-                    batch, self._group = self._group, []
-                    if not batch:
-                        self._committing = False
-                        break
-                self._apply_batch(batch)
-        change.done.wait()
-        if change.error is not None:
-            raise change.error
-        return change.result
+    def attach_refill(self, refill: Refill) -> None:
+        """Transitions of this worker's runs also claim runs for the slots they free (PostgreSQL)."""
+        self._refills[refill.worker_id] = refill
 
-    def _apply_batch(self, batch: list[_Change]) -> None:
+    def detach_refill(self, worker_id: str) -> None:
+        """Stop claiming along with this worker's transitions."""
+        self._refills.pop(worker_id, None)
+
+    def track(self, claim: Claim) -> None:
+        """Remember whether this claim gets moved out of `running` here (the Worker asks afterwards)."""
+        with self._tracked_lock:
+            self._tracked[(claim.run_id, claim.attempt, claim.worker_id)] = False
+
+    def settled(self, claim: Claim) -> bool:
+        """Stop tracking the claim; True when one of its transitions was written by this queue, so
+        the run is no longer held and nothing is left to record for it."""
+        with self._tracked_lock:
+            return self._tracked.pop((claim.run_id, claim.attempt, claim.worker_id), False)
+
+    def _write_group(self, batch: Sequence[_Change]) -> list[_Outcome]:
+        """Write a group of transitions; all-or-nothing unless an outcome is an error of its own.
+
+        PostgreSQL: one statement for the first change of each run and task. What it cannot express
+        (a second change of the same run or task, a run whose row differs from the claim) is then
+        applied in order, each change in its own transaction, its error kept as its own outcome.
+        SQLite: one transaction, the changes applied in order.
+        """
+        if not (self.is_postgresql and self.engine is not None):
+            return list(self._apply(batch))
+        fast: list[int] = []
+        later: list[int] = []
+        runs: set[str] = set()
+        tasks: set[str] = set()
+        for i, change in enumerate(batch):
+            task = change.claim.task_id
+            if change.claim.run_id in runs or (task is not None and task in tasks):
+                later.append(i)
+                continue
+            runs.add(change.claim.run_id)
+            if task is not None:
+                tasks.add(task)
+            fast.append(i)
+        changes = [self._pg_change(batch[i]) for i in fast]
+        refill, reserved = self._reserve(changes)
         try:
-            results = self._apply(batch)
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0].error = exc
-                batch[0].done.set()
-                return
-            # One bad change must not fail its neighbours: redo them one by one to pin the error.
-            for change in batch:
-                self._apply_batch([change])
-            return
-        for change, ok in zip(batch, results, strict=True):
-            change.result = ok
-            change.done.set()
+            applied = queue_pg.transitions(
+                self.engine,
+                changes,
+                now=self.clock(),
+                channel=NOTIFY_CHANNEL,
+                redactor=self.redactor,
+                refill=queue_pg.Refill(refill.worker_id, reserved, self.lease) if refill else None,
+            )
+        except BaseException:
+            if refill is not None:
+                refill.deliver([], reserved)
+            raise
+        if refill is not None:
+            worker = refill.worker_id
+            refill.deliver(
+                [Claim(r.run_id, r.task_id, r.attempt, worker, r.trace_id) for r in applied.claimed], reserved
+            )
+        outcomes: list[_Outcome] = [False] * len(batch)
+        for n, i in enumerate(fast):
+            if n in applied.general:
+                later.append(i)
+            outcomes[i] = n in applied.written
+        for i in sorted(later):
+            try:
+                outcomes[i] = self._apply([batch[i]])[0]
+            except Exception as exc:
+                outcomes[i] = exc
+        return outcomes
 
-    def _apply(self, batch: list[_Change]) -> list[bool]:
+    def _reserve(self, changes: list[queue_pg.Change]) -> tuple[Refill | None, int]:
+        """The refill for a group of transitions, if a Worker of this queue frees slots with them."""
+        if not self._refills or not changes:
+            return None, 0
+        finishing: dict[str, int] = {}
+        with self._tracked_lock:
+            for c in changes:
+                if (c.run_id, c.attempt, c.worker_id) in self._tracked:
+                    finishing[c.worker_id] = finishing.get(c.worker_id, 0) + 1
+        # One claim per statement: for the worker that frees the most slots in it.
+        for worker_id, count in sorted(finishing.items(), key=lambda kv: -kv[1]):
+            refill = self._refills.get(worker_id)
+            if refill is not None:
+                reserved = refill.reserve(count)
+                return (refill, reserved) if reserved > 0 else (None, 0)
+        return None, 0
+
+    @staticmethod
+    def _pg_change(change: _Change) -> queue_pg.Change:
+        claim = change.claim
+        return queue_pg.Change(
+            run_id=claim.run_id,
+            task_id=claim.task_id,
+            trace_id=claim.trace_id,
+            attempt=claim.attempt,
+            worker_id=claim.worker_id,
+            to=change.to,
+            error_code=change.error_code,
+            error_message=change.error_message,
+            outputs=change.outputs,
+            telemetry=change.telemetry,
+            note=change.note,
+        )
+
+    def _apply(self, batch: Sequence[_Change]) -> list[bool]:
         """Apply fenced transitions in one transaction; one bool per change."""
         now = self.clock()
         with self.factory() as session, session.begin():
