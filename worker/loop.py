@@ -101,6 +101,7 @@ class Worker:
         for thread in self._threads:
             thread.start()
         self.queue.attach_refill(Refill(self.worker_id, self._reserve, self._deliver))
+        self.queue.hold_connections()
         if self.notifier is not None:
             self.notifier.start(self._on_run, self._on_cancel)
         for companion in self.companions:
@@ -120,6 +121,7 @@ class Worker:
             self._stopped.set()
             for thread in self._threads:
                 thread.join(timeout=5)
+            self.queue.release_connections()
             log.info("worker.stopped", worker_id=self.worker_id, executed=self.completed)
 
     def stop(self, grace_seconds: float = 30.0) -> None:

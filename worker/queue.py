@@ -146,6 +146,10 @@ class RunQueue:
         self.engine: Engine | None = bind if isinstance(bind, Engine) else None
         self.is_postgresql = self.engine is not None and self.engine.dialect.name == "postgresql"
         self.redactor: audit.Redacts | None = (factory.kw.get("info") or {}).get("redactor")
+        # PostgreSQL: claims (the dispatcher) and transition groups (one leader at a time) each have
+        # their own connection, kept while a Worker runs (`hold_connections`).
+        self._claim_link = queue_pg.Link(self.engine) if self.is_postgresql and self.engine else None
+        self._write_link = queue_pg.Link(self.engine) if self.is_postgresql and self.engine else None
         # Claims a Worker is executing -> whether a transition of theirs was written (see `settled`).
         self._tracked: dict[tuple[str, int, str], bool] = {}
         self._tracked_lock = threading.Lock()
@@ -159,9 +163,9 @@ class RunQueue:
         PostgreSQL: one statement (`queue_pg.claim`); SQLite: one `BEGIN IMMEDIATE` transaction.
         """
         now = self.clock()
-        if self.is_postgresql and self.engine is not None:
+        if self._claim_link is not None:
             taken = queue_pg.claim(
-                self.engine,
+                self._claim_link,
                 worker_id=worker_id,
                 limit=limit,
                 now=now,
@@ -278,6 +282,18 @@ class RunQueue:
                     self._tracked[key] = True
         return outcome
 
+    def hold_connections(self) -> None:
+        """Keep the PostgreSQL statements' connections checked out (no checkout or ping per statement)."""
+        for link in (self._claim_link, self._write_link):
+            if link is not None:
+                link.hold()
+
+    def release_connections(self) -> None:
+        """Give the kept connections back to the pool."""
+        for link in (self._claim_link, self._write_link):
+            if link is not None:
+                link.release()
+
     def attach_refill(self, refill: Refill) -> None:
         """Transitions of this worker's runs also claim runs for the slots they free (PostgreSQL)."""
         self._refills[refill.worker_id] = refill
@@ -305,7 +321,7 @@ class RunQueue:
         applied in order, each change in its own transaction, its error kept as its own outcome.
         SQLite: one transaction, the changes applied in order.
         """
-        if not (self.is_postgresql and self.engine is not None):
+        if self._write_link is None:
             return list(self._apply(batch))
         fast: list[int] = []
         later: list[int] = []
@@ -324,7 +340,7 @@ class RunQueue:
         refill, reserved = self._reserve(changes)
         try:
             applied = queue_pg.transitions(
-                self.engine,
+                self._write_link,
                 changes,
                 now=self.clock(),
                 channel=NOTIFY_CHANNEL,

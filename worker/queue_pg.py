@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any, cast
 
+import psycopg
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from control_tower.tables import TaskRow
 from cwom import audit
@@ -246,7 +251,7 @@ def _claimed(rows: list[list[Any]]) -> list[ClaimedRow]:
 
 
 def claim(
-    engine: Engine,
+    link: Link,
     *,
     worker_id: str,
     limit: int,
@@ -258,17 +263,76 @@ def claim(
     key = _cache_key(redactor)
     part = _claim_part(worker_id, key)
     params = {**part.params, **_claim_params(limit, now, lease, [])}
-    result = _execute(engine, _claim_statement(worker_id, key), params)
+    result = link.execute(_claim_statement(worker_id, key), params)
     claimed = _claimed(result.claims)
     if result.audited != len(claimed):  # pragma: no cover - the statement writes all or fails
         raise RuntimeError(f"claim audited {result.audited} of {len(claimed)} runs")
     return claimed
 
 
-def _execute(engine: Engine, statement: str, params: dict[str, Any]) -> Any:
-    """One statement in autocommit: its own transaction, one round trip."""
-    with engine.connect() as conn:
-        return conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(statement, params).one()
+class Link:
+    """How a queue sends its statements: one pooled psycopg connection in autocommit.
+
+    While held (a Worker is running), the connection stays checked out, so a statement costs no pool
+    checkout and no ping round trip; it is given back, or dropped when it broke, on release. Not
+    held, each statement checks a connection out and gives it back. Errors are raised as SQLAlchemy's
+    (`OperationalError` for a lost server...), as the rest of the code expects.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._conn: PoolProxiedConnection | None = None
+
+    def hold(self) -> None:
+        """Keep a connection between statements until `release()`."""
+        with self._lock:
+            self._holders += 1
+
+    def release(self) -> None:
+        """Give the kept connection back to the pool."""
+        with self._lock:
+            self._holders = max(0, self._holders - 1)
+            if not self._holders:
+                self._drop(broken=False)
+
+    def execute(self, statement: str, params: dict[str, Any]) -> Any:
+        """Run one statement in its own transaction; its single result row (columns by name)."""
+        with self._lock:
+            if self._conn is None:
+                self._conn = self.engine.raw_connection()
+            conn = self._conn
+            driver = conn.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            try:
+                driver.autocommit = True
+                with driver.cursor(row_factory=namedtuple_row) as cur:
+                    row = cur.execute(statement, params).fetchone()
+            except psycopg.Error as exc:
+                broken = driver.broken or driver.closed
+                self._drop(broken=broken)
+                raise DBAPIError.instance(
+                    None, None, exc, psycopg.Error, connection_invalidated=broken
+                ) from exc
+            except BaseException:
+                self._drop(broken=False)
+                raise
+            if not self._holders:
+                self._drop(broken=False)
+            return row
+
+    def _drop(self, *, broken: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if broken:
+            conn.invalidate()
+            return
+        driver = conn.driver_connection
+        if isinstance(driver, psycopg.Connection) and not driver.closed:
+            driver.autocommit = False  # as the pool handed it out
+        conn.close()
 
 
 # -- transitions ---------------------------------------------------------------------------------------
@@ -403,7 +467,7 @@ def _refill_statement(worker_id: str, redactor: Any) -> str:
 
 
 def transitions(
-    engine: Engine,
+    link: Link,
     changes: Sequence[Change],
     *,
     now: datetime,
@@ -456,7 +520,7 @@ def transitions(
         statement = _refill_statement(refill.worker_id, key)
     else:
         statement = _transition_statement()
-    result = _execute(engine, statement, params)
+    result = link.execute(statement, params)
     written = set(result.written)
     claimed = _claimed(result.claims) if refill is not None and refill.limit > 0 else []
     if result.audited != len(written) + len(claimed):  # pragma: no cover - all or nothing
