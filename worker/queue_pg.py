@@ -221,12 +221,18 @@ def _assemble(ctes: Sequence[str], audit_rows: str, gate: str, results: Sequence
     """WITH the parts' CTEs and the audit chain's; SELECT the results in order, the audit last (its
     scalar subquery takes the chain head's lock, so the lock is taken after every other change)."""
     chain = audit.pg_chain_ctes(audit_rows, gate=gate)
-    return (
+    # One line: psycopg caches the conversion of statements up to 4 kB, and the text is shorter.
+    return _one_line(
         "WITH RECURSIVE"  # noqa: S608 - every part is this module's own text
         + ",".join([*ctes, chain])
         + "\nSELECT "
         + ", ".join([*results, "(SELECT count(*) FROM ins) AS audited"])
     )
+
+
+def _one_line(statement: str) -> str:
+    """The statement with each run of white space made one space (no literal holds two)."""
+    return " ".join(statement.split())
 
 
 def _claim_params(limit: int, now: datetime, lease: timedelta, exclude_tasks: list[str]) -> dict[str, Any]:
@@ -284,6 +290,7 @@ class Link:
         self._lock = threading.Lock()
         self._holders = 0
         self._conn: PoolProxiedConnection | None = None
+        self._generic = False  # the kept connection plans our statements once (reset on release)
 
     def hold(self) -> None:
         """Keep a connection between statements until `release()`."""
@@ -300,6 +307,7 @@ class Link:
     def execute(self, statement: str, params: dict[str, Any]) -> Any:
         """Run one statement in its own transaction; its single result row (columns by name)."""
         with self._lock:
+            fresh = self._conn is None
             if self._conn is None:
                 self._conn = self.engine.raw_connection()
             conn = self._conn
@@ -307,6 +315,11 @@ class Link:
             assert isinstance(driver, psycopg.Connection)
             try:
                 driver.autocommit = True
+                if fresh and self._holders:
+                    # The statements' plans do not depend on their values (the rows arrive as one
+                    # jsonb array): plan each once per connection, not at every execution.
+                    driver.execute("SET plan_cache_mode = force_generic_plan")
+                    self._generic = True
                 with driver.cursor(row_factory=namedtuple_row) as cur:
                     row = cur.execute(statement, params).fetchone()
             except psycopg.Error as exc:
@@ -324,6 +337,7 @@ class Link:
 
     def _drop(self, *, broken: bool) -> None:
         conn, self._conn = self._conn, None
+        generic, self._generic = self._generic, False
         if conn is None:
             return
         if broken:
@@ -331,7 +345,13 @@ class Link:
             return
         driver = conn.driver_connection
         if isinstance(driver, psycopg.Connection) and not driver.closed:
-            driver.autocommit = False  # as the pool handed it out
+            try:
+                if generic:
+                    driver.execute("RESET plan_cache_mode")
+                driver.autocommit = False  # as the pool handed it out
+            except psycopg.Error:
+                conn.invalidate()
+                return
         conn.close()
 
 
@@ -433,7 +453,8 @@ u AS (
 general AS (
     SELECT chg.n FROM chg JOIN {_RUNS} r
       ON r.id = chg.run AND r.attempt = chg.attempt AND r.locked_by = chg.worker AND r.status = 'running'
-    WHERE NOT (r.trace_id IS NOT DISTINCT FROM chg.trace AND r.task_id IS NOT DISTINCT FROM chg.task
+    WHERE (SELECT count(*) FROM u) < (SELECT count(*) FROM chg)
+      AND NOT (r.trace_id IS NOT DISTINCT FROM chg.trace AND r.task_id IS NOT DISTINCT FROM chg.task
                AND (chg.set_error OR coalesce(r.error_code, '') = ''))
 ),
 moved_tasks AS (
