@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 import time
@@ -13,22 +14,35 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_tower import intake
+from control_tower.db import make_sessionmaker
 from control_tower.serve import build_app, registered_background
 from control_tower.settings import Settings
 from control_tower.tables import TaskRow
 from cwom.audit import Actor, AuditRow
+from cwom.audit_query import verify
 from cwom.base import utcnow
 from cwom.enums import RunStatus
 from cwom.tables import RunRow
 from policy import TaskCreateV1
+from policy.redaction import Redactor
 from tests.conftest import task_body
 from tests.support.servers import serve_in_thread
 from worker.loop import Worker
 from worker.notify import LocalNotifier, Notifier, PgNotifier
-from worker.queue import Claim, InvalidTransition, LostLease, RunControl, RunNotFound, RunQueue
+from worker.queue import (
+    Claim,
+    InvalidTransition,
+    LostLease,
+    Refill,
+    RunControl,
+    RunNotFound,
+    RunQueue,
+    _Change,
+)
 
 ALICE = Actor("human", "alice")
 
@@ -503,3 +517,187 @@ def test_group_commit_applies_each_change_fenced(
     statuses = {i: run_row(factory, i).status for i in ids}
     assert statuses[claims[0].run_id] == "running"
     assert sum(1 for s in statuses.values() if s == "done") == 11
+
+
+# -- one statement per claim and per group of transitions (PostgreSQL), one transaction (SQLite) -----
+
+
+def chain_ok(engine: Engine) -> None:
+    result = verify(engine)
+    assert result.ok, result.to_dict()
+
+
+def test_batch_claim_mirrors_and_audits_every_run(
+    factory: sessionmaker[Session], settings: Settings, queue: RunQueue, engine: Engine
+) -> None:
+    low, high, mid = (enqueue(factory, settings, priority=p) for p in (300, 10, 100))
+    extra = enqueue(factory, settings, priority=400)
+    claims = queue.claim("w1", limit=3)
+    assert [c.run_id for c in claims] == [high, mid, low]
+    for claim in claims:
+        assert (claim.attempt, claim.worker_id) == (1, "w1") and claim.task_id and claim.trace_id
+        row = run_row(factory, claim.run_id)
+        assert (row.status, row.locked_by, row.attempt) == ("running", "w1", 1)
+        assert task_status(factory, claim.run_id) == "running"
+        [entry] = run_audit(factory, claim.run_id)
+        assert entry["before"] == {"status": "queued", "attempt": 0}
+        assert entry["after"] == {"status": "running", "attempt": 1, "locked_by": "w1"}
+        assert entry["actor"] == "w1"
+    assert run_row(factory, extra).status == "queued" and run_audit(factory, extra) == []
+    assert queue.claim("w1", limit=0) == []
+    chain_ok(engine)
+
+
+def test_a_group_writes_its_members_and_fences_out_the_stale_one(
+    factory: sessionmaker[Session], settings: Settings, queue: RunQueue, clock: FakeClock, engine: Engine
+) -> None:
+    ids = [enqueue(factory, settings, priority=n) for n in range(6)]
+    stale = queue.claim("w1")[0]
+    clock.advance(11)
+    assert queue.reap_expired() == 1
+    claims = {c.run_id: c for c in queue.claim("w2", limit=6)}
+    assert set(claims) == set(ids)
+    fresh = claims[stale.run_id]
+    # A run whose row carries an error code of its own takes the general path, with the same result.
+    odd = claims[ids[3]]
+    with factory() as session, session.begin():
+        session.get_one(RunRow, odd.run_id).error_code = "EARLIER"
+    change = functools.partial(_Change, error_code=None, error_message=None, note=None)
+    outcomes = queue._write_group(
+        [
+            change(stale, RunStatus.DONE, outputs=[{"by": "stale"}], telemetry=None),
+            change(fresh, RunStatus.DONE, outputs=[{"by": "fresh"}], telemetry={"k": 1}),
+            change(claims[ids[1]], RunStatus.QUEUED, outputs=None, telemetry=None),
+            _Change(claims[ids[2]], RunStatus.FAILED, "BOOM", "it broke", None, None, "failed here"),
+            change(odd, RunStatus.DONE, outputs=None, telemetry=None),
+            change(claims[ids[4]], RunStatus.WAITING, outputs=None, telemetry=None),
+            change(fresh, RunStatus.FAILED, outputs=None, telemetry=None),  # second change of one run
+        ]
+    )
+    assert outcomes == [False, True, True, True, True, True, False]
+    row = run_row(factory, fresh.run_id)
+    assert (row.status, row.attempt, row.outputs, row.telemetry.get("k")) == ("done", 2, [{"by": "fresh"}], 1)
+    assert (row.lease_expires_at, row.ended_at) == (None, clock.now)
+    assert task_status(factory, fresh.run_id) == "completed"
+    row = run_row(factory, ids[1])
+    assert (row.status, row.locked_by, row.max_attempts) == ("queued", None, 4)
+    row = run_row(factory, ids[2])
+    assert (row.status, row.error_code, row.error_message) == ("failed", "BOOM", "it broke")
+    with factory() as session:
+        task = session.scalars(select(TaskRow).where(TaskRow.run_id == ids[2])).one()
+        assert (task.status, task.error_code) == ("failed", "BOOM")
+    assert run_audit(factory, ids[2])[-1]["note"] == "failed here"
+    assert run_audit(factory, ids[2])[-1]["after"]["error_code"] == "BOOM"
+    assert run_row(factory, odd.run_id).status == "done"
+    assert run_audit(factory, odd.run_id)[-1]["after"]["error_code"] == "EARLIER"
+    assert (run_row(factory, ids[4]).status, task_status(factory, ids[4])) == ("waiting", "waiting")
+    assert run_row(factory, ids[5]).status == "running"  # not in the group
+    # One audit row per written change, none for the stale claim or the second change of a run.
+    done = [e for e in run_audit(factory, fresh.run_id) if e["before"]["status"] == "running"]
+    assert [(e["actor"], e["after"]["status"]) for e in done] == [("control-tower", "queued"), ("w2", "done")]
+    chain_ok(engine)
+
+
+def test_a_group_member_that_cannot_be_stored_fails_alone(
+    factory: sessionmaker[Session], settings: Settings, queue: RunQueue
+) -> None:
+    ids = [enqueue(factory, settings) for _ in range(3)]
+    claims = queue.claim("w1", limit=3)
+    change = functools.partial(_Change, error_code=None, error_message=None, telemetry=None, note=None)
+    batch = [
+        change(c, RunStatus.DONE, outputs=[{"bad": object()}] if i == 1 else None)
+        for i, c in enumerate(claims)
+    ]
+    with pytest.raises((TypeError, StatementError)):  # SQLAlchemy wraps it on SQLite
+        queue._write_group(batch)  # the group is all or nothing...
+    assert {run_row(factory, i).status for i in ids} == {"running"}
+    results: dict[str, bool] = {}
+    errors: list[str] = []
+
+    def finish(item: _Change) -> None:
+        try:
+            results[item.claim.run_id] = queue.transition(item.claim, item.to, outputs=item.outputs)
+        except Exception as exc:
+            errors.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=finish, args=(item,)) for item in batch]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # ...and group commit writes the others again on their own: only the bad one fails.
+    assert len(errors) == 1 and results == {claims[0].run_id: True, claims[2].run_id: True}
+    assert [run_row(factory, c.run_id).status for c in claims] == ["done", "running", "done"]
+
+
+def test_transitions_claim_the_slots_they_free(
+    factory: sessionmaker[Session], settings: Settings, queue: RunQueue, engine: Engine
+) -> None:
+    ids = [enqueue(factory, settings, priority=n) for n in range(4)]
+    first = queue.claim("w1", limit=2)
+    asked: list[int] = []
+    delivered: list[tuple[list[Claim], int]] = []
+
+    def reserve(finishing: int) -> int:
+        asked.append(finishing)
+        return finishing + 1
+
+    queue.attach_refill(Refill("w1", reserve, lambda claims, n: delivered.append((claims, n))))
+    for claim in first:
+        queue.track(claim)
+    change = functools.partial(_Change, error_code=None, error_message=None, outputs=None, telemetry=None)
+    assert queue._write_group([change(c, RunStatus.DONE, note=None) for c in first]) == [True, True]
+    if engine.dialect.name != "postgresql":
+        assert asked == [] and delivered == []  # SQLite: the dispatcher claims, as before
+        return
+    [(claims, reserved)] = delivered
+    assert asked == [2] and reserved == 3
+    assert [c.run_id for c in claims] == ids[2:]  # fewer than reserved: the queue ran dry
+    for claim in claims:
+        assert (claim.worker_id, claim.attempt) == ("w1", 1)
+        assert run_row(factory, claim.run_id).status == "running"
+        assert task_status(factory, claim.run_id) == "running"
+        assert run_audit(factory, claim.run_id)[0]["after"] == {
+            "status": "running",
+            "attempt": 1,
+            "locked_by": "w1",
+        }
+    queue.detach_refill("w1")
+    queue.track(claims[0])
+    assert queue.transition(claims[0], RunStatus.DONE) and queue.transition(claims[1], RunStatus.DONE)
+    # The Worker learns that the executor finished the run, so it writes nothing more for it.
+    assert queue.settled(claims[0]) and not queue.settled(claims[0]) and not queue.settled(claims[1])
+    assert len(delivered) == 1
+    chain_ok(engine)
+
+
+def test_worker_ids_of_any_text_chain_and_redact(settings: Settings, engine: Engine) -> None:
+    secret = "s3cr3t-value-42"
+    factory = make_sessionmaker(engine, info={"redactor": Redactor(named={"WORKER_SECRET": secret})})
+    queue = RunQueue(factory, lease_seconds=10, max_attempts=3)
+    odd = 'w "1"\\ é ✓ \x01\t' + secret
+    ids = [enqueue(factory, settings) for _ in range(3)]
+    claims = queue.claim(odd, limit=3)
+    assert {c.run_id for c in claims} == set(ids)
+    assert queue.transition(claims[0], RunStatus.DONE, note='n "q" ✓')
+    assert queue.transition(claims[1], RunStatus.FAILED, error_code="E", error_message=secret)
+    entries = run_audit(factory, claims[0].run_id)
+    assert [e["after"]["status"] for e in entries] == ["running", "done"]
+    for entry in entries:
+        assert secret not in entry["after"]["locked_by"] and "REDACTED" in entry["after"]["locked_by"]
+        assert entry["actor"] == odd  # the actor is not a value the redactor scrubs
+    chain_ok(engine)
+
+
+def test_heartbeat_all_renews_what_is_held_and_names_what_was_lost(
+    factory: sessionmaker[Session], settings: Settings, queue: RunQueue, clock: FakeClock
+) -> None:
+    for _ in range(3):
+        enqueue(factory, settings)
+    kept, done, cancelled = queue.claim("w1", limit=3)
+    assert queue.transition(done, RunStatus.DONE)
+    queue.cancel(cancelled.run_id, actor=ALICE, note=None)
+    clock.advance(5)
+    assert queue.heartbeat_all([kept, done, cancelled]) == {kept.run_id}
+    assert run_row(factory, kept.run_id).lease_expires_at == clock.now + timedelta(seconds=10)
+    assert queue.heartbeat_all([]) == set()
