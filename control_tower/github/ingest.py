@@ -253,6 +253,7 @@ def _finishing(factory: sessionmaker[Session]) -> GroupCommit[_Finish, dict[str,
 
 
 def _write_finished(factory: sessionmaker[Session], items: Sequence[_Finish]) -> list[dict[str, Any]]:
+    """A group's commands, their audit rows and outcomes, in one transaction; the outcomes stored."""
     engine = factory.kw["bind"]
     if engine.dialect.name == "postgresql":
         redactor = factory.kw.get("info", {}).get("redactor")
