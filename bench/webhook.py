@@ -64,6 +64,16 @@ def wait_processed(url: str, timeout: float) -> float:
     raise TimeoutError("deliveries still unprocessed")
 
 
+def processed_counts(url: str) -> tuple[int, int, dict[str, int]]:
+    """Tasks and commands stored, and deliveries by status: what processing actually produced."""
+    dsn = url.replace("postgresql+psycopg", "postgresql", 1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tasks = conn.execute("SELECT count(*) FROM tasks").fetchone()
+        commands = conn.execute("SELECT count(*) FROM github_commands").fetchone()
+        statuses = conn.execute("SELECT status, count(*) FROM github_deliveries GROUP BY status").fetchall()
+    return (tasks[0] if tasks else 0), (commands[0] if commands else 0), dict(statuses)
+
+
 def report(name: str, res: object) -> None:
     lat = [x * 1000 for x in res.latencies]  # type: ignore[attr-defined]
     print(
@@ -115,6 +125,8 @@ def main() -> None:
                         f"the burst began: {args.deliveries / took:,.0f} deliveries/s end to end; "
                         f"{drained:.1f} s after the last answer"
                     )
+                    tasks, commands, statuses = processed_counts(url)
+                    print(f"{'':<22} stored: {tasks} tasks, {commands} commands; deliveries {statuses}")
 
 
 if __name__ == "__main__":

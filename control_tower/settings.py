@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     github_min_permission: Literal["read", "triage", "write", "maintain", "admin"] = "write"
     github_label_prefix: str = "tower:"
     github_bot_login: str = "control-tower[bot]"
-    github_delivery_threads: int = Field(default=8, ge=1, le=64)
+    github_delivery_threads: int = Field(default=32, ge=1, le=64)
     github_sweep_after_seconds: float = Field(default=60.0, ge=0)
     public_base_url: str = "http://127.0.0.1:8000"
 

@@ -121,7 +121,7 @@ async def _receive(request: Request) -> JSONResponse:
     counters(request)["accepted"] += 1
     if received.plan is not None:  # stored; tasks and commands are made after this answer
         processor: DeliveryProcessor = request.app.state.github_processor
-        processor.submit(delivery_id, received.plan)
+        processor.submit(delivery_id, event, raw, received.plan)
     return JSONResponse({"delivery_id": delivery_id, **received.outcome}, status_code=202)
 
 
