@@ -71,8 +71,13 @@ _TRIGGERS = (
 _TRIGGER_RE = re.compile("|".join(re.escape(t) for t in _TRIGGERS))
 # For whole JSON documents, where a bare "key" (idempotency_key, semantic_key...) is common: every
 # pattern match and every sensitive key contains one of these, matched against lower-cased text.
+# A key word counts only where it can end a sensitive key or start a `key: value` match: followed by
+# a quote (a key's end; the kv pattern's optional quote, escaped as \"), an escape (\n before a key's
+# end, \t), a space, `:` or `=`. So `allow_secrets` or `secret_names` do not make a document dirty.
 _DOC_TRIGGER_RE = re.compile(
-    r"-----begin|eyj|gh[pousr]_|github_pat_|sk-|akia|asia|://|bearer|passw|" + _KEY_WORDS.lower()
+    r"-----begin|eyj|gh[pousr]_|github_pat_|sk-|akia|asia|://|bearer|passw|(?:"
+    + _KEY_WORDS.lower()
+    + r")[\"'\\ :=]"
 )
 # JSON escapes these characters in strings, so a value containing one cannot be found in JSON text.
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')

@@ -238,7 +238,14 @@ def test_redact_json_equals_redact_obj(doc: object, secret: str) -> None:
 
 
 def test_redact_json_shares_clean_subtrees_and_walks_dirty_ones(redactor: Redactor) -> None:
-    clean = {"objective": "Format the code", "labels": ["ops"], "idempotency_key": "k-1"}
+    # Key words inside longer keys (`allow_secrets`, `secret_names`) leave a document clean.
+    clean = {
+        "objective": "Format the code",
+        "labels": ["ops"],
+        "idempotency_key": "k-1",
+        "allow_secrets": False,
+        "secret_names": ["deploy"],
+    }
     doc = {"clean": clean, "dirty": {"token": "abc", "note": f"uses {KNOWN}"}}
     out = redactor.redact_json(doc)
     assert out["clean"] is clean
