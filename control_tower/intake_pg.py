@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ _TABLES: tuple[Table, ...] = (
 )
 _RUNS = _TABLES.index(table_of(RunRow))
 BATCH_MAX = 64
+# How the HTTP path's connections show in pg_stat_activity.
+APPLICATION_NAME = "control-tower-intake"
 _RETRIES = 3
 _REPO_CACHE_MAX = 10_000
 
@@ -253,23 +256,36 @@ class AsyncWriter:
     a request is validated, planned and stored without leaving the event loop: no thread-pool hop
     per request, no pool checkout (and its liveness ping) per statement, no thread hand-offs in the
     group commit. The statement, the Repo cache and the retry rules are those of `write`. One
-    connection is enough: group commit runs one statement at a time anyway. A connection that broke
-    fails the statement it carried (its tasks are answered with an error, never retried blindly: the
-    commit may have happened) and is replaced for the next one.
+    connection is enough: group commit runs one statement at a time anyway. Like the pool's
+    pre-ping, a connection idle for `idle_ping_s` is checked before use and replaced if the server
+    dropped it (a restart); one that breaks under a statement fails that statement's tasks (never
+    retried blindly: the commit may have happened) and is replaced for the next one.
     """
+
+    idle_ping_s = 1.0
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._used = 0.0
         self._connecting = asyncio.Lock()
         self._group: AsyncGroupCommit[_Item, bool] = AsyncGroupCommit(self._write_group, batch_max=BATCH_MAX)
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         async with self._connecting:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            return self._conn
+            conn = self._conn
+            if conn is not None and not conn.broken and time.monotonic() - self._used >= self.idle_ping_s:
+                try:
+                    await conn.execute("SELECT 1")
+                except psycopg.Error:
+                    await conn.close()
+            if conn is None or conn.closed or conn.broken:
+                conn = self._conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, application_name=APPLICATION_NAME
+                )
+            self._used = time.monotonic()
+            return conn
 
     async def aclose(self) -> None:
         """Close the connection (the app's shutdown)."""
