@@ -45,8 +45,8 @@ class AuditRow(Base):
 
     __table_args__ = (
         Index("ix_audit_log_actor", "actor_kind", "actor_id", "seq"),
+        # Also serves entity queries ordered by seq: one object has few rows (migration 0006).
         Index("ix_audit_log_entity_ts", "entity_kind", "entity_id", "ts"),
-        Index("ix_audit_log_entity_seq", "entity_kind", "entity_id", "seq"),
         Index("ix_audit_log_action_seq", "action", "seq"),
         Index("ix_audit_log_trace_seq", "trace_id", "seq"),
     )
