@@ -35,12 +35,10 @@ class TaskNotFound(ControlTowerError):
 
 @router.post("/tasks/enqueue", status_code=201, response_model=TaskOut, responses=_ERRORS)
 async def enqueue(task: TaskCreateV1, request: Request, create_cwom: bool = True) -> Response:
-    """Validate, evaluate and store a task in one transaction; 201, or 200 for an idempotent replay.
-
-    A coroutine: on PostgreSQL the task is stored from the event loop (`intake.submit_async`), with no
-    thread-pool hop. The app's state is read from the request rather than through dependencies,
-    which FastAPI would resolve one by one on every request.
-    """
+    """Validate, evaluate and store a task in one transaction; 200 for an idempotent replay."""
+    # A coroutine: on PostgreSQL the task is stored from the event loop (`intake.submit_async`), with
+    # no thread-pool hop. The app's state is read from the request rather than through dependencies,
+    # which FastAPI would resolve one by one on every request. (The docstring is the OpenAPI text.)
     state = request.app.state
     accepted = await intake.submit_async(
         state.session_factory,
