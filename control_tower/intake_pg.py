@@ -14,6 +14,9 @@ of its own; a stale cache entry or a concurrent creator of the same slug then ma
 on the Repo's unique slug or the Issue's foreign key, which rolls it back whole, and the task is written
 again after a fresh lookup. A statement that fails for any other reason fails every task in it, and
 none of them is stored.
+
+Two writers send that statement: `write` (threads: the CLI, webhook processing, SQLAlchemy's pool) and
+`AsyncWriter` (the HTTP handler's coroutines: one asyncio connection per server process).
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class _RepoCache:
         self._ids: dict[tuple[str, str], str] = {}
 
     def cached(self, engine: Engine, slug: str) -> str | None:
+        """The cached id, without a lookup (the event loop's writer looks up on its own connection)."""
         return self._ids.get((str(engine.url), slug))
 
     def get(self, engine: Engine, slug: str) -> str | None:
