@@ -11,8 +11,9 @@ time it degenerates to one statement per call, with no added wait.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -91,3 +92,72 @@ class GroupCommit(Generic[T, R]):
             slot.result = result
             slot.finished = True
             slot.wake.set()
+
+
+class AsyncGroupCommit(Generic[T, R]):
+    """Group commit for coroutines on one event loop: `await write(items) -> results`.
+
+    The same contract as `GroupCommit` (all-or-nothing per group; a failed group of several items is
+    written again item by item), without threads: callers queue their item and await its future, and
+    one drain task writes the oldest group (up to `batch_max`) whenever no write is under way, until
+    the queue is empty. A caller that stops waiting (its request was cancelled) does not stop its
+    item from being written, exactly as a thread that had handed its item over.
+    """
+
+    def __init__(
+        self, write: Callable[[Sequence[T]], Awaitable[Sequence[R]]], *, batch_max: int = 64
+    ) -> None:
+        self._write = write
+        self.batch_max = batch_max
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._drain_task: asyncio.Task[None] | None = None
+        self.statements = 0
+        self.items = 0
+
+    async def submit(self, item: T) -> R:
+        """Write `item` (with whatever else is queued) and return its result, or raise its error."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._drain_task is None:
+            self._drain_task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        group: list[tuple[T, asyncio.Future[R]]] = []
+        try:
+            while self._queue:
+                group, self._queue = self._queue[: self.batch_max], self._queue[self.batch_max :]
+                await self._run(group)
+        except BaseException as exc:  # cancelled (the loop is closing): nobody may wait forever
+            for _, future in [*group, *self._queue]:
+                _settle(future, error=exc)
+            self._queue = []
+            raise
+        finally:
+            self._drain_task = None
+
+    async def _run(self, group: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._write([item for item, _ in group])
+        except Exception as exc:
+            if len(group) == 1:
+                _settle(group[0][1], error=exc)
+                return
+            for one in group:  # pin the failure on the item that caused it
+                await self._run([one])
+            return
+        self.statements += 1
+        self.items += len(group)
+        for (_, future), result in zip(group, results, strict=True):
+            _settle(future, result=result)
+
+
+def _settle(
+    future: asyncio.Future[R], *, result: R | None = None, error: BaseException | None = None
+) -> None:
+    if future.done():  # its caller was cancelled
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]

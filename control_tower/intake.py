@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
+from anyio.to_thread import run_sync
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,7 +20,15 @@ from cwom.task_rows import CwomIds
 from policy import PolicyConfig, PolicyError, TaskCreateV1, evaluate
 from policy.errors import ControlTowerError
 
-__all__ = ["Accepted", "FailureInjected", "IdempotencyConflict", "cwom_ids", "record_refusal", "submit"]
+__all__ = [
+    "Accepted",
+    "FailureInjected",
+    "IdempotencyConflict",
+    "cwom_ids",
+    "record_refusal",
+    "submit",
+    "submit_async",
+]
 
 
 class IdempotencyConflict(ControlTowerError):
@@ -116,6 +126,48 @@ def submit(
             return _replay_in(session, task)
         row, ids = stored
         return Accepted(row, created=True, ids=ids)
+
+
+async def submit_async(
+    factory: sessionmaker[Session],
+    *,
+    task: TaskCreateV1,
+    config: PolicyConfig,
+    writer: intake_pg.AsyncWriter | None,
+    source: str = "api",
+    create_cwom: bool = True,
+    max_attempts: int = 3,
+) -> Accepted:
+    """`submit` for a coroutine: the same outcome, and on PostgreSQL (given its `writer`) the same one
+    statement, without leaving the event loop.
+
+    Policy, plan and audit preparation are CPU work with no I/O, so they run right here; only the
+    rare paths that read or write through a session (a refusal, a replay) and other databases go to
+    a worker thread.
+    """
+    if writer is None:
+        return await run_sync(
+            partial(
+                submit,
+                factory,
+                task=task,
+                config=config,
+                source=source,
+                create_cwom=create_cwom,
+                max_attempts=max_attempts,
+            )
+        )
+    try:
+        task = evaluate(task, config)
+    except PolicyError as error:
+        await run_sync(partial(record_refusal, factory, task=task, error=error, config=config, source=source))
+        raise
+    plan = IntakePlan(task, config, source, create_cwom, max_attempts)
+    created = await writer.write(plan, redactor=factory.kw.get("info", {}).get("redactor"))
+    if created is None:
+        return await run_sync(partial(_replay, factory, task))
+    row, ids = created
+    return Accepted(row, created=True, ids=ids)
 
 
 def _write_generic(

@@ -14,11 +14,16 @@ of its own; a stale cache entry or a concurrent creator of the same slug then ma
 on the Repo's unique slug or the Issue's foreign key, which rolls it back whole, and the task is written
 again after a fresh lookup. A statement that fails for any other reason fails every task in it, and
 none of them is stored.
+
+Two writers send that statement: `write` (threads: the CLI, webhook processing, SQLAlchemy's pool) and
+`AsyncWriter` (the HTTP handler's coroutines: one asyncio connection per server process).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,10 +31,11 @@ from functools import cache
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import Engine, Table, select
 from sqlalchemy.exc import IntegrityError
 
-from control_tower.group_commit import GroupCommit
+from control_tower.group_commit import AsyncGroupCommit, GroupCommit
 from control_tower.intake_plan import Built, FailureInjected, IntakePlan
 from control_tower.tables import TaskRow
 from cwom import audit
@@ -58,6 +64,8 @@ _TABLES: tuple[Table, ...] = (
 )
 _RUNS = _TABLES.index(table_of(RunRow))
 BATCH_MAX = 64
+# How the HTTP path's connections show in pg_stat_activity.
+APPLICATION_NAME = "control-tower-intake"
 _RETRIES = 3
 _REPO_CACHE_MAX = 10_000
 
@@ -102,8 +110,12 @@ class _RepoCache:
         self._lock = threading.Lock()
         self._ids: dict[tuple[str, str], str] = {}
 
+    def cached(self, engine: Engine, slug: str) -> str | None:
+        """The cached id, without a lookup (the event loop's writer looks up on its own connection)."""
+        return self._ids.get((str(engine.url), slug))
+
     def get(self, engine: Engine, slug: str) -> str | None:
-        found = self._ids.get((str(engine.url), slug))
+        found = self.cached(engine, slug)
         if found is not None:
             return found
         with engine.connect() as conn:
@@ -199,22 +211,36 @@ def _group(engine: Engine) -> GroupCommit[_Item, bool]:
     return group
 
 
+def _item(plan: IntakePlan, repo_id: str | None, redactor: audit.Redacts | None) -> _Item:
+    built = plan.build(repo_id=repo_id)
+    return _Item(built, audit.prepare(built.audit, redactor))
+
+
+def _alone(item: _Item) -> bool:
+    """A task that creates its Repo is written alone: two new Repos with one slug in one statement
+    would fail each other."""
+    return item.built.objects is not None and item.built.objects.new_repo
+
+
+def _stored(engine: Engine, plan: IntakePlan, item: _Item) -> tuple[TaskRow, CwomIds | None]:
+    objects = item.built.objects
+    if objects is not None and objects.new_repo:
+        REPOS.put(engine, plan.task.target.repo, objects.ids.repo_id)
+    return TaskRow(**item.built.task), objects.ids if objects else None
+
+
 def write(
     engine: Engine, plan: IntakePlan, *, redactor: audit.Redacts | None = None, fail_after_cwom: bool = False
 ) -> tuple[TaskRow, CwomIds | None] | None:
     """Store the task; None when its idempotency key is already taken (nothing was written)."""
     slug = plan.task.target.repo
     for attempt in range(1, _RETRIES + 1):
-        repo_id = REPOS.get(engine, slug) if plan.create_cwom else None
-        built = plan.build(repo_id=repo_id)
-        item = _Item(built, audit.prepare(built.audit, redactor))
-        objects = built.objects
+        item = _item(plan, REPOS.get(engine, slug) if plan.create_cwom else None, redactor)
         try:
             if fail_after_cwom:
                 _execute(engine, [item], fail_after_cwom=True)
-            if objects is not None and objects.new_repo:
-                # Alone: two new Repos with one slug in one statement would fail each other.
-                created = built.task["id"] in _execute(engine, [item])
+            if _alone(item):
+                created = item.built.task["id"] in _execute(engine, [item])
             else:
                 created = _group(engine).submit(item)
         except IntegrityError as exc:
@@ -223,9 +249,93 @@ def write(
             if attempt == _RETRIES or not plan.create_cwom:
                 raise RuntimeError(f"intake could not be stored after {attempt} attempts") from exc
             continue
-        if not created:
-            return None
-        if objects is not None and objects.new_repo:
-            REPOS.put(engine, slug, objects.ids.repo_id)
-        return TaskRow(**built.task), objects.ids if objects else None
+        return _stored(engine, plan, item) if created else None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class AsyncWriter:
+    """The same writer for coroutines: the HTTP intake path of one server process (one event loop).
+
+    It owns one asyncio connection (psycopg's, in autocommit) and an `AsyncGroupCommit` over it, so
+    a request is validated, planned and stored without leaving the event loop: no thread-pool hop
+    per request, no pool checkout (and its liveness ping) per statement, no thread hand-offs in the
+    group commit. The statement, the Repo cache and the retry rules are those of `write`. One
+    connection is enough: group commit runs one statement at a time anyway. Like the pool's
+    pre-ping, a connection idle for `idle_ping_s` is checked before use and replaced if the server
+    dropped it (a restart); one that breaks under a statement fails that statement's tasks (never
+    retried blindly: the commit may have happened) and is replaced for the next one.
+    """
+
+    idle_ping_s = 1.0
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._used = 0.0
+        self._connecting = asyncio.Lock()
+        self._group: AsyncGroupCommit[_Item, bool] = AsyncGroupCommit(self._write_group, batch_max=BATCH_MAX)
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        async with self._connecting:
+            conn = self._conn
+            if conn is not None and not conn.broken and time.monotonic() - self._used >= self.idle_ping_s:
+                try:
+                    await conn.execute("SELECT 1")
+                except psycopg.Error:
+                    await conn.close()
+            if conn is None or conn.closed or conn.broken:
+                conn = self._conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, application_name=APPLICATION_NAME
+                )
+            self._used = time.monotonic()
+            return conn
+
+    async def aclose(self) -> None:
+        """Close the connection (the app's shutdown)."""
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def _execute(self, items: list[_Item]) -> set[str]:
+        conn = await self._connection()
+        cur = await conn.execute(statement(), _params(items))
+        row = await cur.fetchone()
+        if row is None:  # pragma: no cover - the statement always returns one row
+            raise RuntimeError("intake statement returned no row")
+        return set(row[0])
+
+    async def _write_group(self, items: Sequence[_Item]) -> list[bool]:
+        created = await self._execute(list(items))
+        return [item.built.task["id"] in created for item in items]
+
+    async def _repo_id(self, slug: str) -> str | None:
+        found = REPOS.cached(self.engine, slug)
+        if found is None:
+            conn = await self._connection()
+            cur = await conn.execute(f"SELECT id FROM {RepoRow.__tablename__} WHERE slug = %s", (slug,))
+            row = await cur.fetchone()
+            if row is not None:
+                found = str(row[0])
+                REPOS.put(self.engine, slug, found)
+        return found
+
+    async def write(
+        self, plan: IntakePlan, *, redactor: audit.Redacts | None = None
+    ) -> tuple[TaskRow, CwomIds | None] | None:
+        """Store the task; None when its idempotency key is already taken (nothing was written)."""
+        slug = plan.task.target.repo
+        for attempt in range(1, _RETRIES + 1):
+            item = _item(plan, await self._repo_id(slug) if plan.create_cwom else None, redactor)
+            try:
+                if _alone(item):
+                    created = item.built.task["id"] in await self._execute([item])
+                else:
+                    created = await self._group.submit(item)
+            except psycopg.IntegrityError as exc:
+                REPOS.forget(self.engine, slug)
+                if attempt == _RETRIES or not plan.create_cwom:
+                    raise RuntimeError(f"intake could not be stored after {attempt} attempts") from exc
+                continue
+            return _stored(self.engine, plan, item) if created else None
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -45,8 +45,8 @@ class AuditRow(Base):
 
     __table_args__ = (
         Index("ix_audit_log_actor", "actor_kind", "actor_id", "seq"),
+        # Also serves entity queries ordered by seq: one object has few rows (migration 0006).
         Index("ix_audit_log_entity_ts", "entity_kind", "entity_id", "ts"),
-        Index("ix_audit_log_entity_seq", "entity_kind", "entity_id", "seq"),
         Index("ix_audit_log_action_seq", "action", "seq"),
         Index("ix_audit_log_trace_seq", "trace_id", "seq"),
     )
@@ -120,9 +120,15 @@ def record_entries(session: Session, entries: list[Entry]) -> None:
     pending.extend(entries)
 
 
+# One encoder, built once: `json.dumps` with these options builds a new encoder (and its C twin) on
+# every call, which cost more than the encoding of a small row.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def canonical(row: dict[str, Any]) -> str:
-    """The canonical JSON a row's hash is computed over."""
-    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """The canonical JSON a row's hash is computed over (what `json.dumps(row, sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False, default=str)` gives)."""
+    return _CANONICAL.encode(row)
 
 
 def row_hash(prev_hash: str, row: dict[str, Any]) -> str:
@@ -175,14 +181,14 @@ def _jsonable(
 def _split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
     """The row's canonical JSON as (text before the seq value, text after it).
 
-    `canonical()` sorts keys and uses compact separators, so the document is exactly the sorted
-    `"key":value` pairs joined by commas; only `seq` is unknown until the chain head is locked.
+    Only `seq` is unknown until the chain head is locked, so the row is rendered once with seq 0 and
+    cut around that value. The top-level `"seq":` is the last one in the text: the keys sort, so only
+    `trace_id` and `ts` follow it, and their values are strings or null, in which a quote is escaped
+    (a nested object in `after` or `before` may have a "seq" key of its own, always earlier).
     """
-    head = canonical({k: v for k, v in fields.items() if k < "seq"})
-    tail = canonical({k: v for k, v in fields.items() if k > "seq"})
-    prefix = head[:-1] + ("," if head != "{}" else "") + '"seq":'
-    suffix = ("," + tail[1:-1] if tail != "{}" else "") + "}"
-    return prefix, suffix
+    text = canonical({**fields, "seq": 0})
+    cut = text.rindex('"seq":0') + len('"seq":')
+    return text[:cut], text[cut + 1 :]
 
 
 # An entry ready for the chain: its row values (without seq, prev_hash, hash) and its canonical JSON

@@ -21,6 +21,7 @@ from control_tower.github.ingest import TYPED_EVENTS
 from control_tower.github.processor import DeliveryProcessor, ProcessorConfig
 from control_tower.github.webhook import InFlight
 from control_tower.github.webhook import router as github_router
+from control_tower.intake_pg import AsyncWriter
 from control_tower.logs import configure_logging
 from control_tower.runtime import freeze_startup_heap, tune_process
 from control_tower.settings import Settings
@@ -58,6 +59,8 @@ def create_app(
         try:
             yield
         finally:
+            if app.state.intake_writer is not None:
+                await app.state.intake_writer.aclose()
             processor.close()
             for hook in on_shutdown or []:
                 hook(app)
@@ -75,6 +78,8 @@ def create_app(
     app.state.redactor = Redactor(named=settings.secret_values())
     app.state.session_factory = make_sessionmaker(engine, info={"redactor": app.state.redactor})
     app.state.policy_config = settings.policy_config()
+    # POST /tasks/enqueue stores through this on PostgreSQL without leaving the event loop.
+    app.state.intake_writer = AsyncWriter(engine) if engine.dialect.name == "postgresql" else None
     app.state.webhook_inflight = InFlight()
     processor = DeliveryProcessor(
         app.state.session_factory,

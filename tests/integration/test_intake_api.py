@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -309,3 +310,66 @@ def test_one_statement_stores_each_task_of_a_batch_or_none_of_its_rows(
         seqs = list(session.execute(select(AuditRow.seq).order_by(AuditRow.seq)).scalars())
     assert seqs == list(range(1, 3 * 9 + 1 + 1))
     assert audit_query.verify(engine).ok
+
+
+def test_concurrent_enqueues_over_http_are_all_stored_whole(
+    api: httpx.Client, factory: sessionmaker[Session], engine: Engine
+) -> None:
+    """The HTTP path (on PostgreSQL: the event loop's writer and its group commit): tasks sharing
+    statements, one key sent ten times and new Repos created meanwhile are each stored whole."""
+    bodies = [task_body(objective=f"http {i}") for i in range(40)]
+    bodies += [task_body(objective="dup", idempotency_key="http-dup") for _ in range(10)]
+    bodies += [task_body(objective=f"repo {i}", target={"repo": f"acme/h{i % 3}"}) for i in range(9)]
+    base = str(api.base_url)
+
+    def post(body: dict[str, object]) -> httpx.Response:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            return client.post("/tasks/enqueue", json=body)
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        responses = list(pool.map(post, bodies))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(201) == 40 + 1 + 9 and statuses.count(200) == 9, statuses
+    assert len({r.json()["task_id"] for r in responses[40:50]}) == 1
+    assert count(factory, TaskRow) == count(factory, RunRow) == count(factory, IssueRow) == 50
+    assert count(factory, RepoRow) == 4
+    assert count(factory, AuditRow) == 50 * 9 + 4
+    with factory() as session:
+        for resp in responses:
+            body = resp.json()
+            run = session.get_one(RunRow, body["cwom"]["run_id"])
+            assert run.task_id == body["task_id"] and run.repo_id == body["cwom"]["repo_id"]
+    assert audit_query.verify(engine).ok
+
+
+def test_a_stale_cached_repo_is_looked_up_again_over_http(
+    api: httpx.Client, factory: sessionmaker[Session], engine: Engine
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the Repo cache belongs to the PostgreSQL writer; SQLite looks up in its transaction")
+    first = api.post("/tasks/enqueue", json=task_body(objective="a")).json()
+    intake_pg.REPOS.put(engine, "acme/app", "01ZZZZZZZZZZZZZZZZZZZZZZZZ")  # gone, e.g. a restored database
+    again = api.post("/tasks/enqueue", json=task_body(objective="b"))
+    assert again.status_code == 201, again.text
+    assert again.json()["cwom"]["repo_id"] == first["cwom"]["repo_id"]
+    assert count(factory, RepoRow) == 1 and count(factory, TaskRow) == 2
+    assert audit_query.verify(engine).ok
+
+
+def test_the_http_writer_replaces_a_connection_the_server_dropped(
+    api: httpx.Client, factory: sessionmaker[Session], engine: Engine
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the event loop's writer is PostgreSQL's")
+    assert api.post("/tasks/enqueue", json=task_body(objective="before")).status_code == 201
+    with engine.connect() as conn:
+        dropped = conn.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = %(name)s",
+            {"name": intake_pg.APPLICATION_NAME},
+        ).scalar_one()
+    assert dropped == 1
+    time.sleep(intake_pg.AsyncWriter.idle_ping_s)
+    after = api.post("/tasks/enqueue", json=task_body(objective="after"))
+    assert after.status_code == 201, after.text
+    assert count(factory, TaskRow) == 2

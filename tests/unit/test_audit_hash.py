@@ -16,7 +16,9 @@ def test_audit_hash_prepared_outside_the_lock_equals_the_reference_hash() -> Non
         # Nested keys that look like the top-level seq must not confuse the split.
         ({"seq": 0, "trace_id": "x"}, {"note": {"seq": 0}}, '"seq":0,'),
     ]
-    for before, after, note in samples:
+    # A trace id is free text too; it is the value right after the top-level seq.
+    traces = ("t", None, '"seq":0,"x"')
+    for (before, after, note), trace_id in ((sample, t) for sample in samples for t in traces):
         fields = hashed_fields(
             id="01ARZ3NDEKTSV4RRFFQ69G5FAV",
             seq=0,
@@ -29,7 +31,7 @@ def test_audit_hash_prepared_outside_the_lock_equals_the_reference_hash() -> Non
             before=before,
             after=after,
             note=note,
-            trace_id="t",
+            trace_id=trace_id,
         )
         prefix, suffix = _split_canonical(fields)
         for seq in (1, 42, 10**12):

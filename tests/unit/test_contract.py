@@ -71,3 +71,19 @@ def test_schema_snapshot() -> None:
     if os.environ.get("CT_UPDATE_SNAPSHOTS") == "1" or not SNAPSHOT.exists():
         SNAPSHOT.write_text(schema)
     assert schema == SNAPSHOT.read_text()
+
+
+ENQUEUE_SNAPSHOT = Path(__file__).parent / "snapshots" / "enqueue.openapi.json"
+
+
+def test_enqueue_openapi_entry_snapshot(tmp_path: Path) -> None:
+    """POST /tasks/enqueue as OpenAPI describes it (parameters, body, answers, description) is part of
+    the contract too, whatever the handler's implementation; update with CT_UPDATE_SNAPSHOTS=1."""
+    from control_tower.api.app import create_app
+    from control_tower.settings import Settings
+
+    settings = Settings(environment="test", database_url=f"sqlite:///{tmp_path}/x.db", _env_file=None)  # type: ignore[call-arg]
+    entry = json.dumps(create_app(settings).openapi()["paths"]["/tasks/enqueue"], indent=2, sort_keys=True)
+    if os.environ.get("CT_UPDATE_SNAPSHOTS") == "1" or not ENQUEUE_SNAPSHOT.exists():
+        ENQUEUE_SNAPSHOT.write_text(entry + "\n")
+    assert entry + "\n" == ENQUEUE_SNAPSHOT.read_text()

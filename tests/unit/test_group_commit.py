@@ -1,7 +1,9 @@
-"""Group commit: concurrent callers share writes, each gets its own result, one bad item fails alone."""
+"""Group commit (threads and coroutines): concurrent callers share writes, each gets its own result,
+one bad item fails alone."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
@@ -9,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from control_tower.group_commit import GroupCommit
+from control_tower.group_commit import AsyncGroupCommit, GroupCommit
 
 
 class Recorder:
@@ -75,3 +77,80 @@ def test_one_caller_at_a_time_writes_alone() -> None:
     group = GroupCommit(rec)
     assert [group.submit(i) for i in range(5)] == [0, 10, 20, 30, 40]
     assert rec.calls == [[0], [1], [2], [3], [4]]
+
+
+class AsyncRecorder:
+    """An async write function whose first call waits until `waiting` callers have queued behind it."""
+
+    def __init__(self, waiting: int) -> None:
+        self.calls: list[list[int]] = []
+        self.waiting = waiting
+        self.group: AsyncGroupCommit[int, int] | None = None
+
+    async def __call__(self, items: Sequence[int]) -> list[int]:
+        self.calls.append(list(items))
+        if len(self.calls) == 1 and self.group is not None:
+            for _ in range(10_000):
+                if len(self.group._queue) >= self.waiting:
+                    break
+                await asyncio.sleep(0.001)
+        if 13 in items:
+            raise ValueError("13 is refused")
+        return [i * 10 for i in items]
+
+
+def test_async_callers_queued_behind_a_write_share_the_next_one() -> None:
+    async def scenario() -> None:
+        rec = AsyncRecorder(waiting=20)
+        group = AsyncGroupCommit(rec, batch_max=8)
+        rec.group = group
+        first = asyncio.create_task(group.submit(0))
+        await asyncio.sleep(0)
+        rest = [asyncio.create_task(group.submit(i)) for i in range(21, 41)]
+        assert await first == 0
+        assert await asyncio.gather(*rest) == [i * 10 for i in range(21, 41)]
+        assert rec.calls[0] == [0]
+        assert rec.calls[1:] == [list(range(21, 29)), list(range(29, 37)), list(range(37, 41))]
+        assert group.statements == 4 and group.items == 21
+
+    asyncio.run(scenario())
+
+
+def test_async_failing_item_fails_only_its_own_caller() -> None:
+    async def scenario() -> None:
+        rec = AsyncRecorder(waiting=5)
+        group = AsyncGroupCommit(rec, batch_max=16)
+        rec.group = group
+        first = asyncio.create_task(group.submit(1))
+        await asyncio.sleep(0)
+        rest = {i: asyncio.create_task(group.submit(i)) for i in (11, 12, 13, 14, 15)}
+        assert await first == 10
+        with pytest.raises(ValueError, match="13 is refused"):
+            await rest[13]
+        assert [await rest[i] for i in (11, 12, 14, 15)] == [110, 120, 140, 150]
+        assert rec.calls[1] == [11, 12, 13, 14, 15]
+        assert [c[0] for c in rec.calls[2:]] == [11, 12, 13, 14, 15]
+
+    asyncio.run(scenario())
+
+
+def test_async_cancelled_caller_does_not_stop_the_others() -> None:
+    """A caller that stops waiting leaves its item written and every other caller answered."""
+
+    async def scenario() -> None:
+        rec = AsyncRecorder(waiting=3)
+        group = AsyncGroupCommit(rec)
+        rec.group = group
+        first = asyncio.create_task(group.submit(1))
+        await asyncio.sleep(0)
+        gone = asyncio.create_task(group.submit(2))
+        rest = [asyncio.create_task(group.submit(i)) for i in (3, 4)]
+        await asyncio.sleep(0)
+        gone.cancel()
+        assert await first == 10
+        assert await asyncio.gather(*rest) == [30, 40]
+        assert gone.cancelled()
+        assert rec.calls == [[1], [2, 3, 4]]
+        assert [await group.submit(5)] == [50]
+
+    asyncio.run(scenario())

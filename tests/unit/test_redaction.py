@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from policy import redaction
 from policy.redaction import MARKER, Redactor, is_sensitive_key
 
 GH = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
@@ -238,10 +239,64 @@ def test_redact_json_equals_redact_obj(doc: object, secret: str) -> None:
 
 
 def test_redact_json_shares_clean_subtrees_and_walks_dirty_ones(redactor: Redactor) -> None:
-    clean = {"objective": "Format the code", "labels": ["ops"], "idempotency_key": "k-1"}
+    # Key words inside longer keys (`allow_secrets`, `secret_names`) leave a document clean.
+    clean = {
+        "objective": "Format the code",
+        "labels": ["ops"],
+        "idempotency_key": "k-1",
+        "allow_secrets": False,
+        "secret_names": ["deploy"],
+    }
     doc = {"clean": clean, "dirty": {"token": "abc", "note": f"uses {KNOWN}"}}
     out = redactor.redact_json(doc)
     assert out["clean"] is clean
     assert out["dirty"] == {"token": MARKER, "note": f"uses {MARKER}"}
     assert doc["dirty"]["token"] == "abc"  # input untouched
     assert redactor.redact_json({"raw": b"x", "s": {1, 2}}) == redactor.redact_obj({"raw": b"x", "s": {1, 2}})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-----begin rsa private key-----",
+        "eyjhbg.eyjzdw.x",
+        *(f"gh{c}_abc" for c in "pousr"),
+        "github_pat_x",
+        "sk-abc",
+        "akia0",
+        "asia0",
+        "https://u:p@h",
+        "bearer abc",
+        "passw",
+        *(
+            f'"{word}{sep}'
+            for word in (
+                "client_secret",
+                "clientsecret",
+                "secret-access-key",
+                "access_key",
+                "accesskey",
+                "secret_key",
+                "private-key",
+                "privatekey",
+                "api_key",
+                "api-key",
+                "apikey",
+                "password",
+                "passwd",
+                "passphrase",
+                "secret",
+                "token",
+                "authorization",
+                "credential",
+                "credentials",
+                "cookie",
+            )
+            for sep in ('"', "\\", " ", ":", "=", "'")
+        ),
+    ],
+)
+def test_document_words_cover_every_document_trigger(text: str) -> None:
+    """The substring pre-check never skips text the trigger regex would flag."""
+    assert redaction._DOC_TRIGGER_RE.search(text) is not None
+    assert redaction._doc_triggered(text)
