@@ -83,16 +83,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         upgrade(engine)
     if args.workers > 1:
         engine.dispose()
-        uvicorn.run(
-            "control_tower.api.app:create_app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=args.workers,
-            access_log=False,
-            log_config=None,
-        )
-        return 0
+        from control_tower.multiserve import Supervisor
+
+        return Supervisor(host, port, args.workers).run()
     app = build_app(settings, engine=engine, with_worker=not args.no_worker)
     ready_for_traffic()
     uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)

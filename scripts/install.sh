@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# One-command setup: system packages (bubblewrap for the sandbox, git), a virtualenv, the project.
+# One-command setup: system packages (bubblewrap for the sandbox, git, wrk for the benchmarks), a virtualenv, the project.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+# The HTTP benchmarks drive the server with wrk; without it they fall back to a much heavier Python client.
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
