@@ -23,12 +23,13 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))]
 
 
-def measure(fn: Callable[[], object], n: int) -> list[float]:
-    """Wall time of n calls in ms, after a few warm-up calls."""
+def measure(fn: Callable[[], object], n: int, gap: float = 0.0) -> list[float]:
+    """Wall time of n calls in ms, after a few warm-up calls, each call `gap` seconds after the last."""
     for _ in range(5):
         fn()
     out = []
     for _ in range(n):
+        time.sleep(gap)
         t = time.perf_counter()
         fn()
         out.append((time.perf_counter() - t) * 1000)
@@ -45,23 +46,28 @@ def main() -> None:
     limits = SandboxLimits(wall_seconds=30)
     no_cgroup = BwrapSandbox(box.bwrap, None)
     bare = box.command(["true"], ws, False, {"PATH": "/usr/bin:/bin"})[0]
-    cases: list[tuple[str, Callable[[], object]]] = [
-        ("plain subprocess.run(['true'])", lambda: subprocess.run(["true"], check=True)),
-        ("bwrap argv via subprocess.run", lambda: subprocess.run(bare, check=True, env={})),
+    full_run = lambda: box.run(["true"], workspace=ws, limits=limits)  # noqa: E731
+    cases: list[tuple[str, Callable[[], object], float]] = [
+        ("plain subprocess.run(['true'])", lambda: subprocess.run(["true"], check=True), 0.0),
+        ("bwrap argv via subprocess.run", lambda: subprocess.run(bare, check=True, env={}), 0.0),
         (
             "none tier (cgroup+rlimits+caps)",
             lambda: NoSandbox(box.cgroups).run(["true"], workspace=ws, limits=limits),
+            0.0,
         ),
-        ("bwrap tier without cgroup", lambda: no_cgroup.run(["true"], workspace=ws, limits=limits)),
-        ("bwrap tier (full)", lambda: box.run(["true"], workspace=ws, limits=limits)),
+        ("bwrap tier without cgroup", lambda: no_cgroup.run(["true"], workspace=ws, limits=limits), 0.0),
+        # Commands of real runs are tens of ms apart: on cgroup v1 each migration then waits a full RCU
+        # grace period, which back-to-back calls share. Both are shown; the target is judged on the gap.
+        ("bwrap tier (full), back to back", full_run, 0.0),
+        ("bwrap tier (full), 50 ms apart", full_run, 0.05),
     ]
     cgroup = box.describe()["cgroup"]
     print(f"sandbox bench: N={args.n}, cgroup={cgroup}")
     results: dict[str, list[float]] = {}
-    for name, fn in cases:
-        results[name] = samples = measure(fn, args.n)
+    for name, fn, gap in cases:
+        results[name] = samples = measure(fn, args.n, gap)
         print(
-            f"  {name:34s} p50 {pct(samples, 50):7.2f} ms  p95 {pct(samples, 95):7.2f} ms  "
+            f"  {name:36s} p50 {pct(samples, 50):7.2f} ms  p95 {pct(samples, 95):7.2f} ms  "
             f"mean {statistics.fmean(samples):7.2f} ms"
         )
     plain, full = results[cases[0][0]], results[cases[-1][0]]

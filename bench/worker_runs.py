@@ -1,16 +1,27 @@
-"""Full runs whose command is `true` on a small repository: runs/s with 1 worker (concurrency 1 and 2),
-and the per-run overhead breakdown (checkout, sandbox, trace, DB) the executor records in each manifest.
+"""Full runs whose command is `true` on a small repository: runs/s, and the per-run overhead breakdown
+(checkout, sandbox, trace, DB) the executor records in each manifest.
 
-    .venv/bin/python -m bench.worker_runs [--runs 200] [--db sqlite|postgresql|both]
+Rounds: one worker process (set up as `control-tower worker` sets itself up: process tuning and logging
+from the settings) at concurrency 1 (WORKER_CONCURRENCY's default), 2 and 4 (`--concurrency N`); then
+`--processes` real `control-tower worker --until-idle --concurrency 2` processes sharing the database,
+whose rate counts from the first run's start to the last run's end (their start-up is not a run).
+Every run is whole: claim, checkout, sandboxed `sh -c true`, diff, trace folder, artifacts, audit rows.
+
+    .venv/bin/python -m bench.worker_runs [--runs 200] [--db sqlite|postgresql|both] [--processes 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +30,9 @@ from sqlalchemy import select
 from bench.common import scratch_pg
 from control_tower import intake
 from control_tower.db import make_engine, make_sessionmaker
+from control_tower.logs import configure_logging
 from control_tower.migrate import upgrade
+from control_tower.runtime import tune_process
 from control_tower.settings import Settings
 from cwom.tables import RunRow
 from policy import TaskCreateV1
@@ -34,6 +47,8 @@ FILES: dict[str, bytes | str] = {
     **{f"src/m{i}.py": f"x = {i}\n" for i in range(20)},
 }
 PHASES = ("checkout", "sandbox", "trace", "db", "total")
+CONCURRENCIES = (1, 2, 4)
+PROCESS_CONCURRENCY = 2
 
 
 def _settings(url: str, root: Path, base: str) -> Settings:
@@ -66,12 +81,36 @@ def _enqueue(factory: Any, settings: Settings, n: int) -> list[str]:
     return ids
 
 
-def _round(url: str, root: Path, base: str, runs: int, concurrency: int) -> dict[str, Any]:
+def _prepare(url: str, root: Path, base: str, runs: int) -> tuple[Settings, Any, Any, list[str]]:
     settings = _settings(url, root, base)
     engine = make_engine(url)
     upgrade(engine)
     factory = make_sessionmaker(engine, info={"redactor": Redactor(named=settings.secret_values())})
-    run_ids = _enqueue(factory, settings, runs)
+    return settings, engine, factory, _enqueue(factory, settings, runs)
+
+
+def _summary(factory: Any, run_ids: list[str], seconds: float) -> dict[str, Any]:
+    with factory() as session:
+        rows = session.execute(
+            select(RunRow.status, RunRow.telemetry, RunRow.started_at, RunRow.ended_at).where(
+                RunRow.id.in_(run_ids)
+            )
+        ).all()
+    done = sum(1 for r in rows if r.status == "done")
+    phases = {p: [float(r.telemetry.get("timings_ms", {}).get(p, 0.0)) for r in rows] for p in PHASES}
+    return {
+        "runs": len(run_ids),
+        "done": done,
+        "seconds": seconds,
+        "rate": len(run_ids) / seconds,
+        "phases": {p: statistics.median(v) for p, v in phases.items() if v},
+        "span": (min(r.started_at for r in rows), max(r.ended_at for r in rows)) if done else None,
+    }
+
+
+def _round(url: str, root: Path, base: str, runs: int, concurrency: int) -> dict[str, Any]:
+    """One worker in this process, built and run as `control-tower worker --concurrency N` does."""
+    settings, engine, factory, run_ids = _prepare(url, root, base, runs)
     queue = RunQueue(factory, lease_seconds=30, max_attempts=3)
     worker = Worker(
         queue,
@@ -82,19 +121,44 @@ def _round(url: str, root: Path, base: str, runs: int, concurrency: int) -> dict
     )
     started = time.perf_counter()
     worker.run(until_idle=True)
-    elapsed = time.perf_counter() - started
-    with factory() as session:
-        rows = session.execute(select(RunRow.status, RunRow.telemetry).where(RunRow.id.in_(run_ids))).all()
+    result = _summary(factory, run_ids, time.perf_counter() - started)
     engine.dispose()
-    done = sum(1 for r in rows if r.status == "done")
-    phases = {p: [float(r.telemetry.get("timings_ms", {}).get(p, 0.0)) for r in rows] for p in PHASES}
-    return {
-        "runs": runs,
-        "done": done,
-        "seconds": elapsed,
-        "rate": runs / elapsed,
-        "phases": {p: statistics.median(v) for p, v in phases.items() if v},
+    return result
+
+
+def _processes_round(url: str, root: Path, base: str, runs: int, processes: int) -> dict[str, Any]:
+    """`processes` real `control-tower worker --until-idle` processes draining the same queue."""
+    settings, engine, factory, run_ids = _prepare(url, root, base, runs)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "ENVIRONMENT": "test",
+        "JCT_ALLOWED_REPO_PREFIXES": "acme",
+        "TRACE_ROOT": str(settings.trace_root),
+        "WORKSPACE_ROOT": str(settings.workspace_root),
+        "GIT_BASE_URL": base,
+        "LOG_LEVEL": "WARNING",
+        "WORKER_POLL_INTERVAL": "0.01",
     }
+    cmd = [
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "worker",
+        "--until-idle",
+        "--concurrency",
+        str(PROCESS_CONCURRENCY),
+    ]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(processes)]
+    for proc in procs:
+        proc.wait()
+    result = _summary(factory, run_ids, 1.0)
+    if result["span"] is not None:
+        first, last = result["span"]
+        result["seconds"] = (last - first).total_seconds()
+        result["rate"] = runs / result["seconds"]
+    engine.dispose()
+    return result
 
 
 def _floor(root: Path, base: str, n: int = 20) -> dict[str, float]:
@@ -134,32 +198,53 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument(
+        "--processes", type=int, default=2, help="worker processes of the CLI round (0: none)"
+    )
     args = parser.parse_args()
+    tune_process()  # as `control-tower worker` does
+    configure_logging("WARNING")
     root = Path(tempfile.mkdtemp(prefix="ct-bench-runs-"))
     make_bare_repo(root / "remote", "acme/app", FILES)
     base = f"file://{root / 'remote'}"
     floor = _floor(root, base)
     print("alone, median ms: " + "  ".join(f"{k} {v:.1f}" for k, v in floor.items()))
     backends = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+    rounds = [(1, c) for c in CONCURRENCIES]
+    if args.processes:
+        rounds.append((args.processes, PROCESS_CONCURRENCY))
     results: list[dict[str, Any]] = []
     for backend in backends:
-        for concurrency in (1, 2):
-            scratch = root / f"{backend}-{concurrency}"
+        for n, (processes, concurrency) in enumerate(rounds):
+            scratch = root / f"{backend}-{n}"
             scratch.mkdir()
-            if backend == "sqlite":
-                result = _round(f"sqlite:///{scratch / 'bench.db'}", scratch, base, args.runs, concurrency)
-            else:
-                with scratch_pg("ct_bench_runs") as (_, url):
+            in_process = n < len(CONCURRENCIES)
+            with _database(backend, scratch) as url:
+                if in_process:
                     result = _round(url, scratch, base, args.runs, concurrency)
-            result.update(backend=backend, concurrency=concurrency)
+                else:
+                    result = _processes_round(url, scratch, base, args.runs, processes)
+            result.pop("span", None)
+            result.update(backend=backend, processes=processes, concurrency=concurrency)
             results.append(result)
             phases = "  ".join(f"{p} {v:.1f}" for p, v in result["phases"].items())
+            where = "in this process" if in_process else "control-tower worker processes"
             print(
-                f"{backend:10} concurrency {concurrency}: {result['rate']:6.1f} runs/s "
-                f"({result['done']}/{result['runs']} done in {result['seconds']:.1f} s)  "
-                f"median ms per run: {phases}"
+                f"{backend:10} {processes} x concurrency {concurrency} ({where}): "
+                f"{result['rate']:6.1f} runs/s ({result['done']}/{result['runs']} done in "
+                f"{result['seconds']:.1f} s)  median ms per run: {phases}",
+                flush=True,
             )
     print(json.dumps({"floor_ms": floor, "rounds": results}, indent=2))
+
+
+@contextmanager
+def _database(backend: str, scratch: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{scratch / 'bench.db'}"
+        return
+    with scratch_pg("ct_bench_runs") as (_, url):
+        yield url
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
-"""Per-run workspaces: a fresh gitpython clone at the task's ref, and the diff of what a run changed."""
+"""Per-run workspaces: a fresh checkout of the task's ref from a local mirror, and the diff of a run."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import hashlib
 import os
 import re
 import shutil
 import subprocess
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import git
 
 from policy.errors import ControlTowerError
 
@@ -18,8 +22,9 @@ _BAD_REF = re.compile(r"(^-)|\.\.|[\x00-\x20~^:?*\[\\]|@\{|(\.lock$)|(/$)")
 # Hooks and external drivers must never run on content a sandboxed step wrote.
 SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "diff.external=")
 MAX_DIFF_BYTES = 10 << 20
-# A workspace lives for one run: fsync buys nothing and costs a third of the clone.
-_FAST = ("--config=core.fsync=none",)
+MIRRORS = ".mirrors"
+# A workspace lives for one run: fsync buys nothing and costs a third of the checkout.
+_FAST = ("-c", "core.fsync=none")
 
 
 class CheckoutFailed(ControlTowerError):
@@ -74,35 +79,259 @@ def remove_workspace(path: Path) -> None:
         shutil.rmtree(path, onerror=_retry)
 
 
-def clone(base_url: str, repo: str, ref: str, dest: Path) -> Checkout:
-    """A fresh shallow clone of `repo` at `ref` (branch, tag or commit) into `dest`."""
+def clone(base_url: str, repo: str, ref: str, dest: Path, *, mirrors: Path | None = None) -> Checkout:
+    """A fresh workspace of `repo` at `ref` (branch, tag or commit) in `dest`, from the local mirror.
+
+    The remote is asked where `ref` points now (`git ls-remote`, one round trip); the mirror is fetched
+    only when it lacks that commit, so a workspace never starts from a stale commit. `mirrors` defaults
+    to `{dest.parent}/.mirrors`.
+    """
     if _BAD_REF.search(ref):
         raise CheckoutFailed(message=f"not a usable ref: {ref!r}", field="target.ref")
     url = clone_url(base_url, repo)
     remove_workspace(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    env = git_env()
+    mirror = Mirror(mirrors if mirrors is not None else dest.parent / MIRRORS, url)
+    if _SHA.fullmatch(ref):
+        branch, listed_as, want = None, None, ref  # a commit id never moves: a mirror that has it is current
+    else:
+        branch, listed_as, want = _ls_remote(url, repo, ref)
     try:
-        if _SHA.fullmatch(ref):
-            repo_obj = git.Repo.clone_from(
-                url, dest, env=env, multi_options=["--no-checkout", "-q", *_FAST], allow_unsafe_options=True
-            )
-            repo_obj.git.checkout("--detach", ref, "--")
-        else:
-            repo_obj = git.Repo.clone_from(
-                url,
-                dest,
-                env=env,
-                multi_options=["--depth=1", f"--branch={ref}", "--no-tags", "--single-branch", "-q", *_FAST],
-                allow_unsafe_options=True,  # only for our own --config above; the ref was checked
-            )
-        commit = repo_obj.head.commit.hexsha
-        repo_obj.close()
-    except git.GitCommandError as exc:
+        commit = mirror.checkout(dest, want, branch=branch, listed_as=listed_as)
+    except CheckoutFailed:
         remove_workspace(dest)
-        stderr = str(exc.stderr or "").strip()[-500:]
-        raise CheckoutFailed(message=f"git clone of {repo}@{ref} failed: {stderr}") from exc
+        raise
     return Checkout(path=dest, url=url, ref=ref, commit=commit)
+
+
+def _ls_remote(url: str, repo: str, ref: str) -> tuple[str | None, str, str]:
+    """(branch or None for a tag, full ref name, commit) of `ref` on the remote now; a branch wins."""
+    heads, tags = f"refs/heads/{ref}", f"refs/tags/{ref}"
+    try:
+        out = _run(["git", "ls-remote", url, heads, tags])
+    except subprocess.CalledProcessError as exc:
+        raise CheckoutFailed(message=f"git ls-remote of {repo} failed: {_stderr(exc)}") from exc
+    found: dict[str, str] = {}
+    for line in out.decode("utf-8", "surrogateescape").splitlines():
+        sha, _, name = line.partition("\t")
+        found[name] = sha
+    if heads in found:
+        return ref, heads, found[heads]
+    # An annotated tag is listed with its peeled commit as `<tag>^{}`.
+    tag = found.get(tags + "^{}") or found.get(tags)
+    if tag is not None:
+        return None, tags, tag
+    raise CheckoutFailed(message=f"git clone of {repo}@{ref} failed: no branch or tag {ref!r} on the remote")
+
+
+def _run(argv: list[str], *, cwd: Path | None = None) -> bytes:
+    # No preexec_fn: the child is spawned with vfork, not a copy of the worker's whole address space.
+    return subprocess.run(argv, cwd=cwd, env=git_env(), check=True, capture_output=True).stdout
+
+
+def _stderr(exc: subprocess.CalledProcessError) -> str:
+    return bytes(exc.stderr or b"").decode("utf-8", "replace").strip()[-500:]
+
+
+class Mirror:
+    """A bare mirror of one remote under the workspace root, and the workspaces made from it.
+
+    - One mirror per clone URL (`{root}/{sha256(url)[:16]}.git`), holding the remote's branches and tags.
+      It is only ever fetched into: `git fetch --prune` with `transfer.unpackLimit=1`, so everything it
+      holds is in pack files, which git never modifies (a repack writes new ones and deletes the old).
+    - A workspace gets hard links to those packs in its own `.git/objects/pack`, a HEAD, a config with
+      the real remote as `origin`, and one `git checkout`. It is a self-contained repository: nothing in
+      it refers to the mirror, a later repack of the mirror cannot break it, and its `.git` holds nothing
+      the sandbox could write back into the mirror (the sandbox mounts `.git` read-only anyway).
+    - Locking (`{mirror}.lock`, flock): linking holds it shared, fetching and rebuilding exclusive, so
+      concurrent runs and worker processes never link a pack a fetch or repack is deleting. Automatic
+      gc runs inside the fetch (`gc.autoDetach=false`), under the exclusive lock.
+    """
+
+    def __init__(self, root: Path, url: str) -> None:
+        self.url = url
+        self.path = root / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".git")
+        self.lock_path = root / (self.path.name + ".lock")
+
+    def checkout(self, dest: Path, want: str, *, branch: str | None, listed_as: str | None) -> str:
+        """Materialise `want` in `dest` (fetching first when the mirror lacks it); the commit checked out.
+
+        `branch` is the branch to check out (else HEAD is detached); `listed_as` the ref the remote
+        listed `want` under a moment ago (None for a commit id the task named).
+        """
+        if self._materialise(want, dest, branch):
+            return _head(dest)
+        remove_workspace(dest)
+        with self._locked(fcntl.LOCK_EX):
+            want = self._refresh(want, listed_as)
+        if self._materialise(want, dest, branch):
+            return _head(dest)
+        # The mirror has the commit, yet a checkout from it failed: its objects are damaged.
+        remove_workspace(dest)
+        with self._locked(fcntl.LOCK_EX):
+            self._rebuild()
+            want = self._refresh(want, listed_as)
+        self._materialise(want, dest, branch, quiet=False)
+        return _head(dest)
+
+    def _refresh(self, want: str, listed_as: str | None) -> str:
+        """Fetch so that the mirror holds `want` (under the exclusive lock); the commit to check out.
+
+        A ref that moved again between the listing and the fetch gives its newer commit. When the
+        remote listed the commit but the fetch fails, or still lacks it, the mirror is what is broken:
+        it is rebuilt once.
+        """
+        if self._has(want):
+            return want
+        try:
+            self._fetch()
+        except CheckoutFailed:
+            if listed_as is None:
+                raise
+            self._rebuild()
+        if self._has(want):
+            return want
+        moved = self._resolve(listed_as) if listed_as is not None else None
+        if moved is not None:
+            return moved
+        raise CheckoutFailed(message=f"git clone of {self.url}@{want} failed: no such commit on the remote")
+
+    @contextlib.contextmanager
+    def _locked(self, how: int) -> Iterator[None]:
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, how)
+            yield
+        finally:
+            os.close(fd)  # closing the only descriptor releases the lock
+
+    def _materialise(self, want: str, dest: Path, branch: str | None, *, quiet: bool = True) -> bool:
+        """Link the mirror's packs into a new `.git` in `dest` and check `want` out; False if it fails."""
+        git_dir = dest / ".git"
+        for sub in ("objects/pack", "objects/info", "refs/heads", "refs/tags"):
+            (git_dir / sub).mkdir(parents=True, exist_ok=True)
+        with self._locked(fcntl.LOCK_SH):
+            if not self.path.is_dir():
+                return False
+            _link_objects(self.path / "objects", git_dir / "objects")
+        (git_dir / "HEAD").write_text(f"ref: refs/heads/{branch or 'main'}\n")
+        (git_dir / "config").write_text(_workspace_config(self.url))
+        args = ["-B", branch, want] if branch is not None else ["--detach", want]
+        try:
+            _run(["git", *SAFE, *_FAST, "checkout", "-q", *args, "--"], cwd=dest)
+        except subprocess.CalledProcessError as exc:
+            if quiet:
+                return False
+            raise CheckoutFailed(message=f"git checkout of {want} failed: {_stderr(exc)}") from exc
+        return True
+
+    def _has(self, want: str) -> bool:
+        return self._resolve(want) is not None
+
+    def _resolve(self, name: str) -> str | None:
+        """The commit `name` (a commit id, possibly abbreviated, or a ref) names in the mirror, or None."""
+        if not self.path.is_dir():
+            return None
+        done = subprocess.run(
+            ["git", "--git-dir", str(self.path), "rev-parse", "-q", "--verify", f"{name}^{{commit}}"],
+            env=git_env(),
+            capture_output=True,
+            check=False,
+        )
+        return done.stdout.decode().strip() if done.returncode == 0 else None
+
+    def _fetch(self) -> None:
+        """Bring every branch and tag of the remote into the mirror (made on first use). Exclusive lock."""
+        if not self.path.is_dir():
+            self._create()
+        try:
+            _run(
+                [
+                    "git",
+                    "--git-dir",
+                    str(self.path),
+                    "fetch",
+                    "-q",
+                    "--prune",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    self.url,
+                    "+refs/heads/*:refs/heads/*",
+                    "+refs/tags/*:refs/tags/*",
+                ]
+            )
+        except subprocess.CalledProcessError as exc:
+            raise CheckoutFailed(message=f"git fetch of {self.url} failed: {_stderr(exc)}") from exc
+
+    def _create(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.new-{uuid.uuid4().hex[:8]}")
+        _run(["git", "init", "-q", "--bare", str(tmp)])
+        for key, value in MIRROR_CONFIG:
+            _run(["git", "--git-dir", str(tmp), "config", key, value])
+        tmp.rename(self.path)
+
+    def _rebuild(self) -> None:
+        if self.path.is_dir():
+            old = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
+            self.path.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        self._fetch()
+
+
+# Every fetched object lands in a pack (never loose), and automatic gc runs inside the fetch, under its lock.
+MIRROR_CONFIG = (
+    ("transfer.unpackLimit", "1"),
+    ("fetch.unpackLimit", "1"),
+    ("gc.autoDetach", "false"),
+    ("maintenance.autoDetach", "false"),
+    ("core.hooksPath", "/dev/null"),
+)
+
+
+def _link_objects(src: Path, dst: Path) -> None:
+    """Hard-link the mirror's packs (and any loose object) into a workspace's object store."""
+    for entry in os.scandir(src / "pack"):
+        if not entry.name.startswith("tmp_") and entry.is_file(follow_symlinks=False):
+            _link(entry.path, dst / "pack" / entry.name)
+    for entry in os.scandir(src):
+        if len(entry.name) == 2 and entry.is_dir(follow_symlinks=False):
+            (dst / entry.name).mkdir(exist_ok=True)
+            for obj in os.scandir(entry.path):
+                _link(obj.path, dst / entry.name / obj.name)
+
+
+def _link(src: str, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.copy2(src, dst)  # the workspace root spans file systems: copy instead
+
+
+def _workspace_config(url: str) -> str:
+    return (
+        "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
+        "\tlogallrefupdates = true\n"
+        f'[remote "origin"]\n\turl = {_config_value(url)}\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n'
+    )
+
+
+def _config_value(value: str) -> str:
+    """A git config value, quoted so that no character of a URL changes its meaning."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    if any(c in value for c in "\n\r\0"):
+        raise CheckoutFailed(message="the clone URL holds a line break")
+    return f'"{escaped}"'
+
+
+def _head(dest: Path) -> str:
+    """The commit a fresh workspace has checked out (HEAD is detached or names a branch just written)."""
+    head = (dest / ".git" / "HEAD").read_text().strip()
+    if head.startswith("ref: "):
+        head = (dest / ".git" / head[5:]).read_text().strip()
+    return head
 
 
 def _git(workspace: Path, *args: str) -> bytes:

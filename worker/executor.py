@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_tower.github.doctrine import RepoDoctrine
@@ -28,8 +29,9 @@ from worker.github.hooks import GitHubHooks, PublishSpec
 from worker.github.status import StatusView
 from worker.playbooks import PlaybookRegistry, PlaybookRequest, default_registry
 from worker.queue import Claim, Executor, LostLease, RunControl
-from worker.run_steps import StepStatus, begin_step, completed_step_ids, end_step
+from worker.run_steps import StepStatus, completed_step_ids
 from worker.sandbox import Sandbox, SandboxUnavailable, probe_sandbox
+from worker.step_rows import write_step_rows
 from worker.steps import Runners, Spec, StepContext, StepOutcome, builtin_runners
 from worker.summary import render_summary
 from worker.trace import TraceWriter
@@ -168,19 +170,18 @@ class RunExecutor:
             # Only decisions carry over to a new attempt: every other step's effect lives in the
             # workspace, which a new attempt starts afresh, so those steps run again.
             if spec.id in loaded.completed and spec.type == "approval":
-                pending.append(
-                    self._step_write(
-                        ctx,
-                        spec,
-                        n,
-                        StepOutcome(StepStatus.SKIPPED, {"reason": "completed in an earlier attempt"}),
-                        started=False,
-                    )
+                ctx.step_rows.end(
+                    n,
+                    spec.id,
+                    spec.type,
+                    StepStatus.SKIPPED,
+                    output={"reason": "completed in an earlier attempt"},
+                    started=False,
                 )
                 ctx.trace.event("step.skipped", {"n": n, "type": spec.type}, step_id=spec.id)
                 results.append({"n": n, "step_id": spec.id, "type": spec.type, "status": "skipped"})
                 continue
-            pending.append(self._begin_write(ctx, spec, n))
+            ctx.step_rows.begin(n, spec.id, spec.type)
             if spec.type not in QUICK_STEPS:
                 # Written as a step that may take long starts, so GET /runs/{id} shows it running. The
                 # write goes on beside the step: a lost lease found by it stops the step (control.stop)
@@ -218,7 +219,15 @@ class RunExecutor:
                     "error_code": outcome.error_code,
                 }
             )
-            pending.append(self._step_write(ctx, spec, n, outcome))
+            ctx.step_rows.end(
+                n,
+                spec.id,
+                spec.type,
+                outcome.status,
+                output=outcome.output,
+                error_code=outcome.error_code,
+                error_message=outcome.error_message,
+            )
             if outcome.status is not StepStatus.COMPLETED:
                 break
         self._finish(ctx, results, outcome, started_at, t0, pending=pending)
@@ -431,10 +440,17 @@ class RunExecutor:
         Writes keep their order: a flush first waits for the one still running in the background.
         """
         self._settle(ctx)
-        if not pending:
-            return
         batch = list(pending)
         pending.clear()
+        if ctx.step_rows.pending():
+            rows, current = ctx.step_rows.take()
+            run_id, attempt = ctx.claim.run_id, ctx.claim.attempt
+            batch.insert(
+                0,
+                lambda s: write_step_rows(s, run_id=run_id, attempt=attempt, rows=rows, current=current),
+            )
+        if not batch:
+            return
         if background:
             ctx.writes = self._writer.submit(self._write, ctx, batch, "db_background")
         else:
@@ -468,53 +484,37 @@ class RunExecutor:
         except Exception:
             log.debug("step.write_dropped", run_id=ctx.claim.run_id)
 
-    @staticmethod
-    def _begin_write(ctx: StepContext, spec: Spec, n: int) -> Write:
-        def write(session: Session) -> None:
-            RunExecutor._begin(ctx, session, spec, n)
-
-        return write
-
-    @staticmethod
-    def _begin(ctx: StepContext, session: Session, spec: Spec, n: int) -> None:
-        begin_step(
-            session, run_id=ctx.claim.run_id, attempt=ctx.claim.attempt, n=n, step_id=spec.id, type=spec.type
-        )
-        run = session.get_one(RunRow, ctx.claim.run_id)
-        run.current_step = spec.id
-
-    @staticmethod
-    def _step_write(
-        ctx: StepContext, spec: Spec, n: int, outcome: StepOutcome, *, started: bool = True
-    ) -> Write:
-        def write(session: Session) -> None:
-            end_step(
-                session,
-                run_id=ctx.claim.run_id,
-                attempt=ctx.claim.attempt,
-                n=n,
-                step_id=spec.id,
-                type=spec.type,
-                status=outcome.status,
-                output=outcome.output,
-                error_code=outcome.error_code,
-                error_message=outcome.error_message,
-                started=started,
-            )
-
-        return write
-
     def _load(self, claim: Claim) -> Loaded:
+        # One round trip: the run, its task and its doctrines (one row per doctrine, or one without).
+        # Steps completed by an earlier attempt can only exist from the second attempt on.
         with self.factory() as session:
-            run = session.get_one(RunRow, claim.run_id)
-            task_row = session.get(TaskRow, run.task_id) if run.task_id else None
-            completed = completed_step_ids(session, claim.run_id, before_attempt=claim.attempt)
-            doctrines = session.execute(
-                select(DoctrineRefRow.content, DoctrineRefRow.namespace)
-                .join(run_doctrine_refs, run_doctrine_refs.c.doctrine_ref_id == DoctrineRefRow.id)
-                .where(run_doctrine_refs.c.run_id == claim.run_id)
+            rows = session.execute(
+                select(
+                    RunRow.issue_id,
+                    RunRow.telemetry,
+                    RunRow.created_at,
+                    TaskRow.body,
+                    TaskRow.policy_version,
+                    run_doctrine_refs.c.doctrine_ref_id,
+                    DoctrineRefRow.content,
+                    DoctrineRefRow.namespace,
+                )
+                .select_from(RunRow)
+                .outerjoin(TaskRow, TaskRow.id == RunRow.task_id)
+                .outerjoin(run_doctrine_refs, run_doctrine_refs.c.run_id == RunRow.id)
+                .outerjoin(DoctrineRefRow, DoctrineRefRow.id == run_doctrine_refs.c.doctrine_ref_id)
+                .where(RunRow.id == claim.run_id)
             ).all()
-        task = dict(task_row.body) if task_row is not None else {}
+            if not rows:
+                raise NoResultFound(f"no run {claim.run_id}")
+            completed = (
+                completed_step_ids(session, claim.run_id, before_attempt=claim.attempt)
+                if claim.attempt > 1
+                else set()
+            )
+        run = rows[0]
+        doctrines = [(r.content, r.namespace) for r in rows if r.doctrine_ref_id is not None]
+        task = dict(run.body) if run.body is not None else {}
         operation = str(task.get("operation", ""))
         reasons: list[str] = []
         if (task.get("inputs") or {}).get("approval") is True:
@@ -527,7 +527,7 @@ class RunExecutor:
         approvals = run.telemetry.get("approvals", []) if isinstance(run.telemetry, dict) else []
         return Loaded(
             task=task,
-            policy_version=task_row.policy_version if task_row is not None else "",
+            policy_version=run.policy_version or "",
             issue_id=run.issue_id,
             approvals=[a for a in approvals if isinstance(a, dict)],
             completed=completed,

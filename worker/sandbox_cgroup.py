@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import time
 import uuid
@@ -39,6 +40,25 @@ def _write(path: Path, value: str) -> None:
     path.write_text(value)
 
 
+def _await_exit(pids: list[int], timeout: float) -> None:
+    """Return when any of `pids` has exited, or after `timeout`."""
+    fds: list[int] = []
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                fds.append(os.pidfd_open(pid))
+        if not fds:
+            time.sleep(0.0005)  # exited already, still listed for a moment
+            return
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        poller.poll(int(timeout * 1000))
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 @dataclass
 class RunCgroup:
     """The cgroup directories of one run (one for v2, one per controller for v1)."""
@@ -46,16 +66,8 @@ class RunCgroup:
     version: int
     dirs: list[Path]
     memory_dir: Path | None
+    # The cgroup.procs file of each directory: the sandbox's trampoline writes itself into every one.
     procs_files: list[str] = field(default_factory=list)
-
-    def enter_current_process(self) -> None:
-        """Move the calling process in (called from preexec_fn, between fork and exec)."""
-        for procs in self.procs_files:
-            fd = os.open(procs, os.O_WRONLY)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
 
     def oom_killed(self) -> bool:
         """Whether the kernel OOM-killed something in this run's memory limit."""
@@ -70,7 +82,11 @@ class RunCgroup:
         return False
 
     def kill_all(self) -> None:
-        """SIGKILL every process in the run: cgroup.kill on v2, a kill loop over cgroup.procs on v1."""
+        """SIGKILL every process in the run (cgroup.kill on v2, a kill loop on v1); wait until none is left.
+
+        What is left is usually bwrap's pid 1 tearing its namespaces down after reporting the exit
+        status; a pidfd per process wakes us the moment it is gone rather than after a fixed sleep.
+        """
         if self.version == 2:
             with contextlib.suppress(OSError):
                 _write(self.dirs[0] / "cgroup.kill", "1")
@@ -82,7 +98,7 @@ class RunCgroup:
                 for pid in pids:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-            time.sleep(0.005)
+            _await_exit(pids, 0.005)
 
     def _pids(self) -> list[int]:
         found: set[int] = set()

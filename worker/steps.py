@@ -20,6 +20,7 @@ from worker.ai_specs import AISpec
 from worker.queue import Claim, RunControl, RunQueue
 from worker.run_steps import StepStatus
 from worker.sandbox import Sandbox, SandboxLimits
+from worker.step_rows import StepRows
 from worker.trace import TraceWriter
 
 StepType = Literal["checkout", "approval", "shell", "collect"]
@@ -115,6 +116,8 @@ class StepContext:
     started: float = field(default_factory=time.monotonic)
     # The executor's step bookkeeping still being written in the background (at most one at a time).
     writes: Future[None] | None = None
+    # Step-row changes not yet written (the next flush writes them, in one upsert).
+    step_rows: StepRows = field(default_factory=StepRows)
 
     def timed(self, phase: str, started: float) -> None:
         """Add the time since `started` (perf_counter) to a phase of the overhead breakdown."""

@@ -192,6 +192,27 @@ def test_keep_workspaces_keeps_the_checkout(
     assert (Path(settings.workspace_root) / run_id / "kept.txt").read_text() == "kept\n"
 
 
+def test_step_rows_say_when_each_step_ran(wsettings: Settings, factory: sessionmaker[Session]) -> None:
+    """The step rows are written behind and merged (a begin with its end), yet each says when it ran."""
+    from datetime import datetime
+
+    before = datetime.now().astimezone()
+    run_id = enqueue(factory, wsettings, **ops("sleep 0.2"))
+    drain(factory, wsettings, build_executor(wsettings, factory))
+    rows = steps(factory, run_id)
+    assert [(s["step_id"], s["status"], s["attempt"]) for s in rows] == [
+        ("checkout", "completed", 1),
+        ("shell", "completed", 1),
+        ("collect", "completed", 1),
+    ]
+    times = [(datetime.fromisoformat(s["started_at"]), datetime.fromisoformat(s["ended_at"])) for s in rows]
+    assert before <= times[0][0] <= times[0][1] <= times[1][0]
+    assert (times[1][1] - times[1][0]).total_seconds() >= 0.2  # the shell step's own duration
+    assert times[1][1] <= times[2][0] <= times[2][1]
+    assert rows[1]["output"]["exit_code"] == 0 and rows[1]["error_code"] is None
+    assert run_row(factory, run_id).current_step == "collect"
+
+
 def test_approval_waits_then_continues_past_it(wsettings: Settings, factory: sessionmaker[Session]) -> None:
     from cwom.audit import Actor
 

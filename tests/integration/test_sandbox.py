@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -239,6 +240,35 @@ def test_git_dir_is_read_only(box: Sandbox, ws: Path) -> None:
 def test_file_size_rlimit(box: Sandbox, ws: Path) -> None:
     result = sh(box, ws, "head -c 3000000 /dev/zero > big.bin", SandboxLimits(file_size_bytes=1 << 20))
     assert result.exit_code != 0 and (ws / "big.bin").stat().st_size == 1 << 20
+
+
+def test_limits_hold_from_the_first_instruction(box: Sandbox, ws: Path) -> None:
+    """The trampoline sets rlimits and joins the run's cgroup before bwrap runs, so the namespaces bwrap
+    creates (the cgroup namespace included) start inside the run's own cgroup."""
+    limits = SandboxLimits(wall_seconds=10, open_files=77, file_size_bytes=3 << 20)
+    result = sh(box, ws, "ulimit -n; ulimit -c; ulimit -f; cat /proc/self/cgroup", limits)
+    lines = result.stdout.decode().splitlines()
+    assert lines[:3] == ["77", "0", str((3 << 20) // 512)], result
+    if box.describe()["cgroup"] is not None:
+        assert lines[3:] and all(line.endswith(":/") for line in lines[3:]), lines
+
+
+def test_a_cgroup_that_cannot_be_joined_means_nothing_runs(ws: Path) -> None:
+    """Fail closed: when the trampoline cannot join the run's cgroup, the command is never executed."""
+    from worker.sandbox import BwrapSandbox, NoSandbox, SandboxUnavailable
+    from worker.sandbox_cgroup import CgroupManager, RunCgroup
+
+    class Unjoinable(CgroupManager):
+        def create(self, *, memory_bytes: int, pids: int, cpu_cores: float) -> RunCgroup:
+            return RunCgroup(1, [], None, [str(ws / "no-such-dir" / "cgroup.procs")])
+
+    manager = Unjoinable(1, {}, "nowhere")
+    bwrap = shutil.which("bwrap")
+    tiers: list[Sandbox] = [NoSandbox(manager), *([BwrapSandbox(bwrap, manager)] if bwrap else [])]
+    for tier in tiers:
+        with pytest.raises(SandboxUnavailable):
+            tier.run(["sh", "-c", "echo ran > ran.txt"], workspace=ws, limits=FAST)
+        assert not (ws / "ran.txt").exists()
 
 
 def test_stdin_is_passed(box: Sandbox, ws: Path) -> None:
