@@ -82,32 +82,15 @@ _DOC_TRIGGER_RE = re.compile(
 # Python's regex engine tries every alternative of _DOC_TRIGGER_RE at nearly every position (~60 ns a
 # character); substring tests are ~100x cheaper. Every match of _DOC_TRIGGER_RE contains one of these,
 # so the regex runs only on documents that hold one (in audit rows: `allow_secrets`, a real token...).
+# The document triggers hold the same words as _TRIGGERS, except that a bare "key" only counts as part
+# of a sensitive key name (access_key, private_key, api_key...).
 _DOC_WORDS = (
-    "-----begin",
-    "eyj",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "github_pat_",
-    "sk-",
-    "akia",
-    "asia",
-    "://",
-    "bearer",
-    "passw",
-    "passphrase",
-    "secret",
+    *(t for t in _TRIGGERS if t != "key"),
     "access",
     "private",
     "api_key",
     "api-key",
     "apikey",
-    "token",
-    "authorization",
-    "credential",
-    "cookie",
 )
 
 
