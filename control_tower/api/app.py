@@ -17,6 +17,7 @@ from control_tower.api.routes_health import router as health_router
 from control_tower.api.routes_tasks import router as tasks_router
 from control_tower.db import make_engine, make_sessionmaker
 from control_tower.github import events
+from control_tower.github.deliveries_pg import AsyncStore
 from control_tower.github.ingest import TYPED_EVENTS
 from control_tower.github.processor import DeliveryProcessor, ProcessorConfig
 from control_tower.github.webhook import InFlight
@@ -61,6 +62,8 @@ def create_app(
         finally:
             if app.state.intake_writer is not None:
                 await app.state.intake_writer.aclose()
+            if app.state.delivery_store is not None:
+                await app.state.delivery_store.aclose()
             processor.close()
             for hook in on_shutdown or []:
                 hook(app)
@@ -80,6 +83,8 @@ def create_app(
     app.state.policy_config = settings.policy_config()
     # POST /tasks/enqueue stores through this on PostgreSQL without leaving the event loop.
     app.state.intake_writer = AsyncWriter(engine) if engine.dialect.name == "postgresql" else None
+    # POST /github/webhook stores deliveries through this on PostgreSQL, also from the event loop.
+    app.state.delivery_store = AsyncStore(engine) if engine.dialect.name == "postgresql" else None
     app.state.webhook_inflight = InFlight()
     processor = DeliveryProcessor(
         app.state.session_factory,

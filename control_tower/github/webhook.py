@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from control_tower.api.deps import SessionDep
-from control_tower.github.ingest import accept_delivery
+from control_tower.github.deliveries_pg import AsyncStore
+from control_tower.github.ingest import accept_delivery, accept_delivery_async
 from control_tower.github.processor import DeliveryProcessor
 from control_tower.github.signature import verify_signature
 from control_tower.github.tables import DeliveryRow
@@ -104,17 +105,31 @@ async def _receive(request: Request) -> JSONResponse:
         raise BadDelivery(message="body is not JSON", field="body") from exc
     if not isinstance(payload, dict):
         raise BadDelivery(message="body is not a JSON object", field="body")
-    received = await run_in_threadpool(
-        accept_delivery,
-        request.app.state.session_factory,
-        delivery_id=delivery_id,
-        event=event,
-        hook_id=request.headers.get("x-github-hook-id"),
-        payload=payload,
-        raw=raw,
-        label_prefix=settings.github_label_prefix,
-        bot_login=settings.github_bot_login,
-    )
+    hook_id = request.headers.get("x-github-hook-id")
+    store: AsyncStore | None = request.app.state.delivery_store
+    if store is not None:  # PostgreSQL: stored from the event loop, no thread-pool hop
+        received = await accept_delivery_async(
+            store,
+            delivery_id=delivery_id,
+            event=event,
+            hook_id=hook_id,
+            payload=payload,
+            raw=raw,
+            label_prefix=settings.github_label_prefix,
+            bot_login=settings.github_bot_login,
+        )
+    else:
+        received = await run_in_threadpool(
+            accept_delivery,
+            request.app.state.session_factory,
+            delivery_id=delivery_id,
+            event=event,
+            hook_id=hook_id,
+            payload=payload,
+            raw=raw,
+            label_prefix=settings.github_label_prefix,
+            bot_login=settings.github_bot_login,
+        )
     if received.duplicate:
         counters(request)["duplicate"] += 1
         return JSONResponse({"status": "duplicate", "delivery_id": delivery_id}, status_code=200)
