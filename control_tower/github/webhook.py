@@ -80,10 +80,10 @@ async def receive(request: Request) -> Response:
     """POST /github/webhook: verify the signature over the raw body and store the delivery; tasks are
     made after the answer.
 
-    A plain Starlette route (`route`, below), not a FastAPI one: it takes nothing but the request and
-    builds its own response, so FastAPI's per-request dependency solving and response handling
-    would be pure overhead (about a tenth of a loaded webhook process's CPU). Errors still go
-    through the app's handlers (`ControlTowerError` → the JSON error body).
+    The app calls it directly, behind its own two middlewares only (`api/fast_path.py`): it takes
+    nothing but the request and builds its own response, so the framework's per-request layers
+    (dependency solving, response handling, exception handlers, routing) would be pure overhead. Its
+    errors are `ControlTowerError`s, answered with the app's JSON error body.
     """
     inflight: InFlight = request.app.state.webhook_inflight
     inflight.enter()
@@ -151,8 +151,8 @@ def _json(body: dict[str, Any], status: int) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-# The app puts this first in its routes (before the docs' and the included routers', which are
-# matched through FastAPI's lazily resolved wrappers): GitHub's bursts take it.
+# POST requests never get here (the app sends them to `api/fast_path.py`); the route makes the path
+# known to the router, so that any other method is a 405.
 route = Route("/github/webhook", receive, methods=["POST"])
 
 

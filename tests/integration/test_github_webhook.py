@@ -293,3 +293,34 @@ def test_the_webhook_store_replaces_a_connection_the_server_dropped(
     after = post(gh, "ping", {"zen": "after"}, delivery_id="d-after")
     assert after.status_code == 202, after.text
     assert count(factory, DeliveryRow) == 2
+
+
+def test_the_webhook_path_keeps_the_apps_http_behaviour(
+    gh: httpx.Client, factory: sessionmaker[Session]
+) -> None:
+    # POST /github/webhook skips the framework's layers (api/fast_path.py); what they gave stays.
+    resp = post(gh, "ping", {"zen": "hello"}, delivery_id="d-ping")
+    assert resp.status_code == 202 and resp.headers["content-type"] == "application/json"
+    assert len(resp.headers["x-request-id"]) == 32
+    echoed = signed_delivery("ping", {"zen": "again"}, SECRET)
+    answer = gh.post(
+        "/github/webhook", content=echoed.body, headers={**echoed.headers, "X-Request-ID": "req-7"}
+    )
+    assert answer.status_code == 202 and answer.headers["x-request-id"] == "req-7"
+    # Over the body limit: 413, by Content-Length and while streaming, and nothing stored.
+    big = signed_delivery("issue_comment", issue_comment_payload(REPO, 1, "x" * (1 << 20)), SECRET)
+    too_big = gh.post("/github/webhook", content=big.body, headers=big.headers)
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(300):
+            yield b"x" * 4096
+
+    streamed = gh.post("/github/webhook", content=chunks(), headers=big.headers)
+    assert streamed.status_code == 413
+    # A payload the handler cannot make sense of is the app's 500 body, and nothing is stored.
+    broken = post(gh, "issues", {"action": "labeled", "issue": "not an object"}, delivery_id="d-broken")
+    assert broken.status_code == 500 and broken.json()["error"]["code"] == "INTERNAL_ERROR"
+    # Other methods go through the app: the path is known, the method is not.
+    assert gh.get("/github/webhook").status_code == 405
+    assert count(factory, DeliveryRow) == 2
