@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
+from starlette.types import Receive, Scope, Send
 
 from control_tower.api.errors import install_error_handlers
+from control_tower.api.fast_path import WebhookPath
 from control_tower.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from control_tower.api.routes_audit import router as audit_router
 from control_tower.api.routes_cwom import router as cwom_router
@@ -17,9 +19,12 @@ from control_tower.api.routes_health import router as health_router
 from control_tower.api.routes_tasks import router as tasks_router
 from control_tower.db import make_engine, make_sessionmaker
 from control_tower.github import events
+from control_tower.github.deliveries_pg import AsyncStore
 from control_tower.github.ingest import TYPED_EVENTS
 from control_tower.github.processor import DeliveryProcessor, ProcessorConfig
 from control_tower.github.webhook import InFlight
+from control_tower.github.webhook import receive as receive_webhook
+from control_tower.github.webhook import route as webhook_route
 from control_tower.github.webhook import router as github_router
 from control_tower.intake_pg import AsyncWriter
 from control_tower.logs import configure_logging
@@ -28,6 +33,21 @@ from control_tower.settings import Settings
 from policy.redaction import Redactor
 
 Hook = Callable[[FastAPI], None]
+
+
+class ControlTowerApp(FastAPI):
+    """The app, with POST /github/webhook sent straight to its lean path (`api/fast_path.py`)."""
+
+    webhook_path: WebhookPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = self.webhook_path
+        if path is not None and path.takes(scope):
+            scope["app"] = self  # what Starlette sets: `request.app` is the app
+            await path(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
 
 # Routers of higher layers (the worker's /runs) that this layer cannot import; see register_router.
 _EXTRA_ROUTERS: list[APIRouter] = []
@@ -61,13 +81,15 @@ def create_app(
         finally:
             if app.state.intake_writer is not None:
                 await app.state.intake_writer.aclose()
+            if app.state.delivery_store is not None:
+                await app.state.delivery_store.aclose()
             processor.close()
             for hook in on_shutdown or []:
                 hook(app)
             if own_engine:
                 engine.dispose()
 
-    app = FastAPI(
+    app = ControlTowerApp(
         title="Control Tower",
         version="0.1.0",
         summary="GitHub-native ops bot and policy gate",
@@ -80,6 +102,8 @@ def create_app(
     app.state.policy_config = settings.policy_config()
     # POST /tasks/enqueue stores through this on PostgreSQL without leaving the event loop.
     app.state.intake_writer = AsyncWriter(engine) if engine.dialect.name == "postgresql" else None
+    # POST /github/webhook stores deliveries through this on PostgreSQL, also from the event loop.
+    app.state.delivery_store = AsyncStore(engine) if engine.dialect.name == "postgresql" else None
     app.state.webhook_inflight = InFlight()
     processor = DeliveryProcessor(
         app.state.session_factory,
@@ -89,7 +113,9 @@ def create_app(
     app.state.github_processor = processor
     install_error_handlers(app)
     # Routes are matched in order, and every route tried costs ~10 µs: the two that take bursts
-    # (GitHub's deliveries and task intake) come first.
+    # (GitHub's deliveries and task intake) come first. (POST /github/webhook does not even get to
+    # the router: see `ControlTowerApp`.)
+    app.router.routes.insert(0, webhook_route)
     app.include_router(github_router)
     app.include_router(tasks_router)
     app.include_router(health_router)
@@ -100,6 +126,7 @@ def create_app(
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    app.webhook_path = WebhookPath(receive_webhook, max_bytes=settings.max_body_bytes)
     return app
 
 

@@ -71,6 +71,10 @@ def accept_delivery(
         raw=raw,
         ignored=ignored,
     )
+    return _received(stored, plan, ignored)
+
+
+def _received(stored: bool, plan: Plan, ignored: dict[str, Any] | None) -> Received:
     if not stored:
         return Received(duplicate=True, outcome={"status": "duplicate"})
     if ignored is not None:
@@ -124,10 +128,30 @@ def _store(
     text (`deliveries_pg`); only the key comes back either way: a delivery is ~10 kB of JSON.
     """
     now = utcnow()
-    values = {
+    engine = factory.kw["bind"]
+    if engine.dialect.name == "postgresql":
+        pending = _pending(delivery_id, event, hook_id, payload, raw, ignored, now)
+        return deliveries_pg.store(engine, pending)
+    values = _columns(delivery_id, event, hook_id, payload, ignored, now)
+    with factory() as session, session.begin():
+        row = {**values, "payload": payload}
+        return insert_ignore(session, DELIVERIES, row, conflict=["delivery_id"]) is not None
+
+
+def _columns(
+    delivery_id: str,
+    event: str,
+    hook_id: str | None,
+    payload: dict[str, Any],
+    ignored: dict[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """A delivery row's columns but its payload."""
+    action = payload.get("action")
+    return {
         "delivery_id": delivery_id,
         "event": event,
-        "action": payload.get("action") if isinstance(payload.get("action"), str) else None,
+        "action": action if isinstance(action, str) else None,
         "hook_id": hook_id,
         "installation_id": (payload.get("installation") or {}).get("id"),
         "repo": (payload.get("repository") or {}).get("full_name"),
@@ -137,21 +161,47 @@ def _store(
         "outcome": ignored,
         "processed_at": None if ignored is None else now,
     }
-    engine = factory.kw["bind"]
-    if engine.dialect.name == "postgresql":
-        try:
-            body = raw.decode("utf-8")
-        except UnicodeDecodeError:  # JSON may also come as UTF-16/32; GitHub sends UTF-8
-            body = json.dumps(payload)
-        json_ready = {
-            **values,
-            "received_at": now.isoformat(),
-            "processed_at": None if ignored is None else now.isoformat(),
-        }
-        return deliveries_pg.store(engine, deliveries_pg.PendingDelivery(json_ready, body))
-    with factory() as session, session.begin():
-        row = {**values, "payload": payload}
-        return insert_ignore(session, DELIVERIES, row, conflict=["delivery_id"]) is not None
+
+
+def _pending(
+    delivery_id: str,
+    event: str,
+    hook_id: str | None,
+    payload: dict[str, Any],
+    raw: bytes,
+    ignored: dict[str, Any] | None,
+    now: datetime,
+) -> deliveries_pg.PendingDelivery:
+    """The delivery as PostgreSQL's writers take it: JSON-ready columns and the body's own text."""
+    try:
+        body = raw.decode("utf-8")
+    except UnicodeDecodeError:  # JSON may also come as UTF-16/32; GitHub sends UTF-8
+        body = json.dumps(payload)
+    values = _columns(delivery_id, event, hook_id, payload, ignored, now)
+    stamp = now.isoformat()
+    values["received_at"] = stamp
+    if ignored is not None:
+        values["processed_at"] = stamp
+    return deliveries_pg.PendingDelivery(values, body)
+
+
+async def accept_delivery_async(
+    store: deliveries_pg.AsyncStore,
+    *,
+    delivery_id: str,
+    event: str,
+    hook_id: str | None,
+    payload: dict[str, Any],
+    raw: bytes,
+    label_prefix: str,
+    bot_login: str,
+) -> Received:
+    """`accept_delivery` for the webhook's coroutine on PostgreSQL: planned right here (pure CPU, no
+    I/O) and stored through the event loop's own connection; the same rows, the same answer."""
+    plan = plan_delivery(event, payload, label_prefix=label_prefix, bot_login=bot_login)
+    ignored = {"reason": plan.ignored} if plan.ignored is not None else None
+    pending = _pending(delivery_id, event, hook_id, payload, raw, ignored, utcnow())
+    return _received(await store.store(pending), plan, ignored)
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,13 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
 
 from control_tower.api.deps import SessionDep
-from control_tower.github.ingest import accept_delivery
+from control_tower.github.deliveries_pg import AsyncStore
+from control_tower.github.ingest import accept_delivery, accept_delivery_async
 from control_tower.github.processor import DeliveryProcessor
 from control_tower.github.signature import verify_signature
 from control_tower.github.tables import DeliveryRow
@@ -74,9 +76,15 @@ class DeliveryNotFound(ControlTowerError):
     http_status = 404
 
 
-@router.post("/github/webhook", status_code=202)
-async def receive(request: Request) -> JSONResponse:
-    """Verify the signature over the raw body and store the delivery; tasks are made after the answer."""
+async def receive(request: Request) -> Response:
+    """POST /github/webhook: verify the signature over the raw body and store the delivery; tasks are
+    made after the answer.
+
+    The app calls it directly, behind its own two middlewares only (`api/fast_path.py`): it takes
+    nothing but the request and builds its own response, so the framework's per-request layers
+    (dependency solving, response handling, exception handlers, routing) would be pure overhead. Its
+    errors are `ControlTowerError`s, answered with the app's JSON error body.
+    """
     inflight: InFlight = request.app.state.webhook_inflight
     inflight.enter()
     try:
@@ -85,7 +93,7 @@ async def receive(request: Request) -> JSONResponse:
         inflight.leave()
 
 
-async def _receive(request: Request) -> JSONResponse:
+async def _receive(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     raw = await request.body()
     secrets = [s.get_secret_value() for s in settings.github_webhook_secret]
@@ -104,25 +112,48 @@ async def _receive(request: Request) -> JSONResponse:
         raise BadDelivery(message="body is not JSON", field="body") from exc
     if not isinstance(payload, dict):
         raise BadDelivery(message="body is not a JSON object", field="body")
-    received = await run_in_threadpool(
-        accept_delivery,
-        request.app.state.session_factory,
-        delivery_id=delivery_id,
-        event=event,
-        hook_id=request.headers.get("x-github-hook-id"),
-        payload=payload,
-        raw=raw,
-        label_prefix=settings.github_label_prefix,
-        bot_login=settings.github_bot_login,
-    )
+    hook_id = request.headers.get("x-github-hook-id")
+    store: AsyncStore | None = request.app.state.delivery_store
+    if store is not None:  # PostgreSQL: stored from the event loop, no thread-pool hop
+        received = await accept_delivery_async(
+            store,
+            delivery_id=delivery_id,
+            event=event,
+            hook_id=hook_id,
+            payload=payload,
+            raw=raw,
+            label_prefix=settings.github_label_prefix,
+            bot_login=settings.github_bot_login,
+        )
+    else:
+        received = await run_in_threadpool(
+            accept_delivery,
+            request.app.state.session_factory,
+            delivery_id=delivery_id,
+            event=event,
+            hook_id=hook_id,
+            payload=payload,
+            raw=raw,
+            label_prefix=settings.github_label_prefix,
+            bot_login=settings.github_bot_login,
+        )
     if received.duplicate:
         counters(request)["duplicate"] += 1
-        return JSONResponse({"status": "duplicate", "delivery_id": delivery_id}, status_code=200)
+        return _json({"status": "duplicate", "delivery_id": delivery_id}, 200)
     counters(request)["accepted"] += 1
     if received.plan is not None:  # stored; tasks and commands are made after this answer
         processor: DeliveryProcessor = request.app.state.github_processor
         processor.submit(delivery_id, event, raw, received.plan)
-    return JSONResponse({"delivery_id": delivery_id, **received.outcome}, status_code=202)
+    return _json({"delivery_id": delivery_id, **received.outcome}, 202)
+
+
+def _json(body: dict[str, Any], status: int) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+# POST requests never get here (the app sends them to `api/fast_path.py`); the route makes the path
+# known to the router, so that any other method is a 405.
+route = Route("/github/webhook", receive, methods=["POST"])
 
 
 @router.get("/github/deliveries/{delivery_id}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -12,7 +14,9 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_tower.api.app import create_app
+from control_tower.github import deliveries_pg
 from control_tower.github.tables import CommandRow, DeliveryRow
+from control_tower.pg_async import AsyncConnection
 from control_tower.tables import RefusalRow, TaskRow
 from tests.conftest import make_settings
 from tests.fakes.github_webhooks import issue_comment_payload, issues_labeled_payload, signed_delivery
@@ -237,3 +241,86 @@ def test_delivery_left_unprocessed_by_a_dead_process_is_swept(
         assert done
     assert count(factory, TaskRow) == 1
     assert count(factory, CommandRow, CommandRow.kind == "announce") == 1
+
+
+def test_concurrent_copies_of_one_delivery_store_it_once(
+    gh: httpx.Client, factory: sessionmaker[Session]
+) -> None:
+    # Copies sent at the same time share a group commit (on PostgreSQL, one INSERT from the event
+    # loop): exactly one of them is told it stored the delivery, and only that one is acted on.
+    payload = issues_labeled_payload(REPO, 11, "tower:analysis", title="Concurrent copies")
+    delivery = signed_delivery("issues", payload, SECRET, delivery_id="d-concurrent")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: delivery.post("/github/webhook", client=gh), range(8)))
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [200] * 7 + [202], [answer.text for answer in answers]
+    first = next(answer for answer in answers if answer.status_code == 202)
+    assert delivery_outcome(gh.get, first)["tasks"][0]["duplicate"] is False
+    assert count(factory, DeliveryRow) == 1 and count(factory, TaskRow) == 1
+
+
+def test_a_large_payload_is_stored_whole(
+    gh: httpx.Client, factory: sessionmaker[Session], engine: Engine
+) -> None:
+    text = "".join(f"line {i}: nothing to do here, just a long comment\n" for i in range(2000))  # ~100 kB
+    payload = issue_comment_payload(REPO, 12, text, comment_id=4242)
+    resp = post(gh, "issue_comment", payload, delivery_id="d-large")
+    assert resp.status_code == 202 and resp.json()["status"] == "ignored", resp.text
+    with factory() as session:
+        assert session.get_one(DeliveryRow, "d-large").payload == payload
+    if engine.dialect.name == "postgresql":  # migration 0007: payloads are compressed with lz4
+        with engine.connect() as conn:
+            method = conn.exec_driver_sql(
+                "SELECT pg_column_compression(payload) FROM github_deliveries WHERE delivery_id = 'd-large'"
+            ).scalar_one()
+        assert method == "lz4"
+
+
+def test_the_webhook_store_replaces_a_connection_the_server_dropped(
+    gh: httpx.Client, factory: sessionmaker[Session], engine: Engine
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the event loop's delivery store is PostgreSQL's")
+    assert post(gh, "ping", {"zen": "before"}, delivery_id="d-before").status_code == 202
+    with engine.connect() as conn:
+        dropped = conn.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = %(name)s",
+            {"name": deliveries_pg.APPLICATION_NAME},
+        ).scalar_one()
+    assert dropped == 1
+    time.sleep(AsyncConnection.idle_ping_s)
+    after = post(gh, "ping", {"zen": "after"}, delivery_id="d-after")
+    assert after.status_code == 202, after.text
+    assert count(factory, DeliveryRow) == 2
+
+
+def test_the_webhook_path_keeps_the_apps_http_behaviour(
+    gh: httpx.Client, factory: sessionmaker[Session]
+) -> None:
+    # POST /github/webhook skips the framework's layers (api/fast_path.py); what they gave stays.
+    resp = post(gh, "ping", {"zen": "hello"}, delivery_id="d-ping")
+    assert resp.status_code == 202 and resp.headers["content-type"] == "application/json"
+    assert len(resp.headers["x-request-id"]) == 32
+    echoed = signed_delivery("ping", {"zen": "again"}, SECRET)
+    answer = gh.post(
+        "/github/webhook", content=echoed.body, headers={**echoed.headers, "X-Request-ID": "req-7"}
+    )
+    assert answer.status_code == 202 and answer.headers["x-request-id"] == "req-7"
+    # Over the body limit: 413, by Content-Length and while streaming, and nothing stored.
+    big = signed_delivery("issue_comment", issue_comment_payload(REPO, 1, "x" * (1 << 20)), SECRET)
+    too_big = gh.post("/github/webhook", content=big.body, headers=big.headers)
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(300):
+            yield b"x" * 4096
+
+    streamed = gh.post("/github/webhook", content=chunks(), headers=big.headers)
+    assert streamed.status_code == 413
+    # A payload the handler cannot make sense of is the app's 500 body, and nothing is stored.
+    broken = post(gh, "issues", {"action": "labeled", "issue": "not an object"}, delivery_id="d-broken")
+    assert broken.status_code == 500 and broken.json()["error"]["code"] == "INTERNAL_ERROR"
+    # Other methods go through the app: the path is known, the method is not.
+    assert gh.get("/github/webhook").status_code == 405
+    assert count(factory, DeliveryRow) == 2
