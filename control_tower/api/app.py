@@ -24,7 +24,6 @@ from control_tower.github.ingest import TYPED_EVENTS
 from control_tower.github.processor import DeliveryProcessor, ProcessorConfig
 from control_tower.github.webhook import InFlight
 from control_tower.github.webhook import receive as receive_webhook
-from control_tower.github.webhook import route as webhook_route
 from control_tower.github.webhook import router as github_router
 from control_tower.intake_pg import AsyncWriter
 from control_tower.logs import configure_logging
@@ -115,7 +114,6 @@ def create_app(
     # Routes are matched in order, and every route tried costs ~10 µs: the two that take bursts
     # (GitHub's deliveries and task intake) come first. (POST /github/webhook does not even get to
     # the router: see `ControlTowerApp`.)
-    app.router.routes.insert(0, webhook_route)
     app.include_router(github_router)
     app.include_router(tasks_router)
     app.include_router(health_router)

@@ -10,9 +10,9 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import Route
 
 from control_tower.api.deps import SessionDep
+from control_tower.api.schemas import ErrorResponse
 from control_tower.github.deliveries_pg import AsyncStore
 from control_tower.github.ingest import accept_delivery, accept_delivery_async
 from control_tower.github.processor import DeliveryProcessor
@@ -151,9 +151,47 @@ def _json(body: dict[str, Any], status: int) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-# POST requests never get here (the app sends them to `api/fast_path.py`); the route makes the path
-# known to the router, so that any other method is a 405.
-route = Route("/github/webhook", receive, methods=["POST"])
+# POST requests never get here (the app sends them to `api/fast_path.py`); the route documents the
+# endpoint in OpenAPI and makes the path known to the router, so that any other method is a 405.
+_HEADERS = (
+    ("X-Hub-Signature-256", "sha256=<hex HMAC of the raw body> under one of GITHUB_WEBHOOK_SECRET"),
+    ("X-GitHub-Event", "the event name (issues, issue_comment, ...)"),
+    ("X-GitHub-Delivery", "the delivery's unique id: a redelivery is answered 200 and does nothing"),
+)
+router.add_api_route(
+    "/github/webhook",
+    receive,
+    methods=["POST"],
+    status_code=202,
+    summary="Receive a GitHub App webhook delivery",
+    responses={
+        200: {"description": "a delivery already stored (redelivery): nothing more is done"},
+        202: {"description": "verified and stored; any task it triggers is made after this answer"},
+        401: {"model": ErrorResponse, "description": "bad or missing signature (nothing is stored)"},
+        413: {"model": ErrorResponse, "description": "body over the size limit"},
+        422: {
+            "model": ErrorResponse,
+            "description": "missing delivery headers, or a body that is not a JSON object",
+        },
+    },
+    openapi_extra={
+        "parameters": [
+            {
+                "name": name,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": text,
+            }
+            for name, text in _HEADERS
+        ],
+        "requestBody": {
+            "required": True,
+            "description": "the event payload exactly as GitHub sent it (the signature covers these bytes)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+    },
+)
 
 
 @router.get("/github/deliveries/{delivery_id}")

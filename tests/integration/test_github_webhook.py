@@ -324,3 +324,12 @@ def test_the_webhook_path_keeps_the_apps_http_behaviour(
     # Other methods go through the app: the path is known, the method is not.
     assert gh.get("/github/webhook").status_code == 405
     assert count(factory, DeliveryRow) == 2
+    # The endpoint stays documented, with its headers, body and answers.
+    doc = gh.get("/openapi.json").json()["paths"]["/github/webhook"]["post"]
+    assert {p["name"] for p in doc["parameters"]} == {
+        "X-Hub-Signature-256",
+        "X-GitHub-Event",
+        "X-GitHub-Delivery",
+    }
+    assert {"200", "202", "401", "413", "422"} <= set(doc["responses"])
+    assert doc["requestBody"]["required"] is True
