@@ -373,3 +373,30 @@ def test_the_http_writer_replaces_a_connection_the_server_dropped(
     after = api.post("/tasks/enqueue", json=task_body(objective="after"))
     assert after.status_code == 201, after.text
     assert count(factory, TaskRow) == 2
+
+
+def test_control_characters_and_quotes_in_task_text_are_chained_exactly(
+    api: httpx.Client, factory: sessionmaker[Session], engine: Engine
+) -> None:
+    """The audit rows' canonical texts travel joined by a control character (PostgreSQL): user text
+    holding that very character, quotes, backslashes and non-ASCII must still be stored and hashed
+    exactly, in a batch with other tasks."""
+    tricky = 'split\x1ehere \x1f "quoted" \\back\\slash é ☃ \x00nul? no'.replace("\x00", "")
+    bodies = [task_body(objective=tricky, inputs={"command": tricky, "note\x1ekey": tricky})] + [
+        task_body(objective=f"plain {n}") for n in range(7)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda body: api.post("/tasks/enqueue", json=body), bodies))
+    assert [r.status_code for r in responses] == [201] * 8, [r.text for r in responses]
+    trace = responses[0].json()["trace_id"]
+    with factory() as session:
+        rows = session.execute(select(AuditRow).where(AuditRow.trace_id == trace)).scalars().all()
+        issue = session.get_one(IssueRow, responses[0].json()["cwom"]["issue_id"])
+    assert issue.description == tricky
+    created_issue = next(r for r in rows if r.action == "created" and r.entity_kind == "issue")
+    assert created_issue.after is not None and created_issue.after["description"] == tricky
+    packet = next(r for r in rows if r.action == "created" and r.entity_kind == "context_packet")
+    assert packet.after is not None and packet.after["inputs"] == {"command": tricky, "note\x1ekey": tricky}
+    result = audit_query.verify(engine)
+    assert result.ok, result
+    assert result.rows == count(factory, AuditRow)
