@@ -312,9 +312,7 @@ _PG_APPEND = text(
 )
 
 
-def pg_payload(
-    prepared: list[Prepared], *, tasks: list[str] | None = None, with_texts: bool = True
-) -> str:
+def pg_payload(prepared: list[Prepared], *, tasks: list[str] | None = None, with_texts: bool = True) -> str:
     """The jsonb array `pg_chain_ctes` reads: one object per row, numbered in chain order (with the
     task each row belongs to, when given, for a gate to test); without the canonical texts unless
     `with_texts` (then they go as `pg_texts`)."""
