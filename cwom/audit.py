@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
+from json.encoder import encode_basestring
 from typing import Any, Protocol
 
 import orjson
@@ -66,6 +69,8 @@ class Redacts(Protocol):
     """Anything that can scrub secrets from a JSON-like value."""
 
     def redact_json(self, value: Any) -> Any: ...
+
+    def redact_json_text(self, value: Any, text: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -171,11 +176,54 @@ def hashed_fields(
 def _jsonable(
     value: dict[str, Any] | None, redactor: Redacts | None, *, plain_json: bool = False
 ) -> dict[str, Any] | None:
+    """The value as the database will hand it back to the verifier, redacted (see `_document`)."""
+    return _document(value, redactor, plain_json=plain_json)[1]
+
+
+# Numbers that PostgreSQL's jsonb (numeric) gives back in another form than the one hashed: integral
+# floats written with an exponent (1e+16 comes back as the integer 10000000000000000), negative zero
+# (0.0), and the non-finite values orjson writes as null. Their canonical text always holds one of
+# these; any other float comes back as the same double. A match inside a string only costs a walk.
+_NUMBER_HINTS = ("e+", "-0.0", "NaN", "Infinity")
+
+
+def _as_stored(value: Any) -> Any:
+    """`value` with every float that jsonb would give back differently replaced by what it gives."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        if value == 0:
+            return 0.0
+        text = repr(value)
+        return int(Decimal(text)) if "e+" in text else value
+    if isinstance(value, dict):
+        return {k: _as_stored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_stored(v) for v in value]
+    return value
+
+
+def _document(
+    value: dict[str, Any] | None, redactor: Redacts | None, *, plain_json: bool = False
+) -> tuple[str, dict[str, Any] | None]:
+    """A before/after value as it is stored and hashed: its canonical text and the value.
+
+    A JSON round trip first gives what JSON gives back (skipped for `plain_json` values); numbers
+    that jsonb would change are normalised; redaction last. The text is encoded once in the common
+    case and serves the redaction check too.
+    """
     if value is None:
-        return None
-    # A JSON round trip gives exactly what the database will hand back to the verifier.
+        return "null", None
     plain: dict[str, Any] = value if plain_json else json.loads(canonical(value))
-    return redactor.redact_json(plain) if redactor is not None else plain
+    text = canonical(plain)
+    if any(hint in text for hint in _NUMBER_HINTS):
+        plain = _as_stored(plain)
+        text = canonical(plain)
+    if redactor is not None:
+        redacted = redactor.redact_json_text(plain, text)
+        if redacted is not plain:
+            plain, text = redacted, canonical(redacted)
+    return text, plain
 
 
 def _split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
@@ -191,6 +239,41 @@ def _split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
     return text[:cut], text[cut + 1 :]
 
 
+def _scalar(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def _assembled(fields: dict[str, Any], after: str, before: str) -> tuple[str, str]:
+    """`_split_canonical(fields)`, built from the parts: the keys in their sorted order, each value
+    as the canonical encoder writes it, the documents' canonical texts as they are (a dict's
+    canonical text is its items' texts joined in key order)."""
+    return (
+        '{"action":'
+        + _scalar(fields["action"])
+        + ',"actor_id":'
+        + _scalar(fields["actor_id"])
+        + ',"actor_kind":'
+        + _scalar(fields["actor_kind"])
+        + ',"after":'
+        + after
+        + ',"before":'
+        + before
+        + ',"entity_id":'
+        + _scalar(fields["entity_id"])
+        + ',"entity_kind":'
+        + _scalar(fields["entity_kind"])
+        + ',"id":'
+        + _scalar(fields["id"])
+        + ',"note":'
+        + _scalar(fields["note"])
+        + ',"seq":',
+        ',"trace_id":' + _scalar(fields["trace_id"]) + ',"ts":' + _scalar(fields["ts"]) + "}",
+    )
+
+
+_SCALARS = ("action", "actor_id", "actor_kind", "entity_id", "entity_kind", "id", "note", "trace_id")
+
+
 # An entry ready for the chain: its row values (without seq, prev_hash, hash) and its canonical JSON
 # split around the seq value, which is known only once the head is locked.
 Prepared = tuple[dict[str, Any], str, str]
@@ -200,6 +283,8 @@ def prepare(entries: list[Entry], redactor: Redacts | None) -> list[Prepared]:
     """Ids, redaction and canonical JSON for each entry: all the work that needs no lock."""
     prepared = []
     for item in entries:
+        before_text, before = _document(item.before, redactor, plain_json=item.plain)
+        after_text, after = _document(item.after, redactor, plain_json=item.plain)
         fields = hashed_fields(
             id=new_id(),
             seq=0,
@@ -209,12 +294,15 @@ def prepare(entries: list[Entry], redactor: Redacts | None) -> list[Prepared]:
             action=item.action,
             entity_kind=item.entity_kind,
             entity_id=item.entity_id,
-            before=_jsonable(item.before, redactor, plain_json=item.plain),
-            after=_jsonable(item.after, redactor, plain_json=item.plain),
+            before=before,
+            after=after,
             note=item.note,
             trace_id=item.trace_id,
         )
-        prefix, suffix = _split_canonical(fields)
+        if all(fields[key] is None or isinstance(fields[key], str) for key in _SCALARS):
+            prefix, suffix = _assembled(fields, after_text, before_text)
+        else:  # pragma: no cover - every caller passes strings; the reference form stays exact
+            prefix, suffix = _split_canonical(fields)
         prepared.append(({**fields, "ts": item.ts}, prefix, suffix))
     return prepared
 
@@ -317,7 +405,7 @@ def pg_payload(prepared: list[Prepared], *, tasks: list[str] | None = None, with
     task each row belongs to, when given, for a gate to test); without the canonical texts unless
     `with_texts` (then they go as `pg_texts`)."""
     # Transport only (the hashes were computed over `canonical` text already): orjson is the fast one.
-    return orjson.dumps(
+    return transport_json(
         [
             {
                 **{k: v for k, v in row.items() if k != "seq"},
@@ -328,7 +416,17 @@ def pg_payload(prepared: list[Prepared], *, tasks: list[str] | None = None, with
             }
             for n, (row, prefix, suffix) in enumerate(prepared, 1)
         ]
-    ).decode()
+    )
+
+
+def transport_json(value: Any) -> str:
+    """JSON text of prepared rows for the server: orjson's, or the standard encoder's for what orjson
+    refuses (integers past 64 bits, which normalised documents can hold: 1e+300 is an integer to
+    jsonb). Prepared documents hold no NaN or infinity, so either text is valid JSON."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 # The canonical texts repeat each row's before/after as JSON. Inside the jsonb document they were JSON

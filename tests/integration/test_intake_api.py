@@ -400,3 +400,48 @@ def test_control_characters_and_quotes_in_task_text_are_chained_exactly(
     result = audit_query.verify(engine)
     assert result.ok, result
     assert result.rows == count(factory, AuditRow)
+
+
+def test_floats_that_jsonb_writes_otherwise_keep_the_chain_verifiable(
+    api: httpx.Client, factory: sessionmaker[Session], engine: Engine
+) -> None:
+    """jsonb gives 1e+16 back as an integer and -0.0 as 0.0; the audit rows hash what is stored."""
+    numbers = (
+        '{"big": 1e16, "huge": 1e300, "negzero": -0.0, "tiny": 1.5e-7, "plain": 0.1, "n": [1e15, -2e22]}'
+    )
+    body = (
+        '{"requested_by": {"kind": "human", "id": "alice"}, "objective": "floats", "operation": "ops",'
+        f' "target": {{"repo": "acme/app"}}, "inputs": {{"command": "true", "x": {numbers}}},'
+        f' "metadata": {numbers}}}'
+    )
+    resp = api.post("/tasks/enqueue", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 201, resp.text
+    result = audit_query.verify(engine)
+    assert result.ok, result
+    with factory() as session:
+        packet = session.get_one(ContextPacketRow, resp.json()["cwom"]["context_packet_id"])
+    assert packet.inputs["x"]["plain"] == 0.1 and packet.inputs["x"]["tiny"] == 1.5e-7
+    assert packet.inputs["x"]["big"] == 10**16
+
+
+@pytest.mark.parametrize(
+    ("inputs", "where"),
+    [
+        ('{"t": NaN}', "inputs"),
+        ('{"deep": [1, {"x": -Infinity}]}', "inputs"),
+        ('{"n": 123456789012345678901234567890}', "inputs"),
+    ],
+)
+def test_numbers_that_cannot_be_stored_are_422_and_nothing_is_written(
+    api: httpx.Client, factory: sessionmaker[Session], inputs: str, where: str
+) -> None:
+    body = (
+        '{"requested_by": {"kind": "human", "id": "alice"}, "objective": "numbers", "operation": "ops",'
+        f' "target": {{"repo": "acme/app"}}, "inputs": {inputs}}}'
+    )
+    resp = api.post("/tasks/enqueue", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR" and error["field"] == where
+    assert "numbers must be finite" in error["message"]
+    assert count(factory, TaskRow) == 0 and count(factory, AuditRow) == 0
