@@ -100,6 +100,20 @@ class Entry:
     # True when before/after are already plain JSON values (str keys; str, int, bool, None, lists,
     # dicts), as rows built by `cwom.task_rows` are: the normalising JSON round trip is skipped.
     plain: bool = False
+    # True when plain before/after are known to hold no float (see `has_float`): their canonical text
+    # is then orjson's, which is the standard encoder's text for such values, ~15x faster.
+    floatless: bool = False
+
+
+def has_float(value: Any) -> bool:
+    """Whether JSON-like data holds a float anywhere."""
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(has_float(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(has_float(v) for v in value)
+    return False
 
 
 def record(
@@ -204,7 +218,11 @@ def _as_stored(value: Any) -> Any:
 
 
 def _document(
-    value: dict[str, Any] | None, redactor: Redacts | None, *, plain_json: bool = False
+    value: dict[str, Any] | None,
+    redactor: Redacts | None,
+    *,
+    plain_json: bool = False,
+    floatless: bool = False,
 ) -> tuple[str, dict[str, Any] | None]:
     """A before/after value as it is stored and hashed: its canonical text and the value.
 
@@ -215,7 +233,7 @@ def _document(
     if value is None:
         return "null", None
     plain: dict[str, Any] = value if plain_json else json.loads(canonical(value))
-    text = canonical(plain)
+    text = _canonical_floatless(plain) if floatless else canonical(plain)
     if any(hint in text for hint in _NUMBER_HINTS):
         plain = _as_stored(plain)
         text = canonical(plain)
@@ -224,6 +242,16 @@ def _document(
         if redacted is not plain:
             plain, text = redacted, canonical(redacted)
     return text, plain
+
+
+def _canonical_floatless(value: dict[str, Any]) -> str:
+    """`canonical(value)` for plain JSON data without floats: orjson with sorted keys writes the same
+    text (same escapes, no ASCII escaping, keys in code point order; property-tested). Whatever
+    orjson refuses (an integer past 64 bits, a key that is not a string) takes the reference path."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return canonical(value)
 
 
 def _split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
@@ -283,8 +311,9 @@ def prepare(entries: list[Entry], redactor: Redacts | None) -> list[Prepared]:
     """Ids, redaction and canonical JSON for each entry: all the work that needs no lock."""
     prepared = []
     for item in entries:
-        before_text, before = _document(item.before, redactor, plain_json=item.plain)
-        after_text, after = _document(item.after, redactor, plain_json=item.plain)
+        floatless = item.plain and item.floatless
+        before_text, before = _document(item.before, redactor, plain_json=item.plain, floatless=floatless)
+        after_text, after = _document(item.after, redactor, plain_json=item.plain, floatless=floatless)
         fields = hashed_fields(
             id=new_id(),
             seq=0,

@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cwom.audit import Actor, Entry, _split_canonical, canonical, prepare
+from cwom.audit import Actor, Entry, _split_canonical, canonical, has_float, prepare
 from cwom.enums import ObjectKind
 
 
@@ -99,3 +99,43 @@ def test_prepared_texts_equal_the_reference_canonical_json(
             assert math.isfinite(number)
             assert not (number == 0 and math.copysign(1, number) < 0)
             assert "e+" not in repr(number)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    inputs=st.dictionaries(_TEXT, _VALUES, max_size=4),
+    metadata=st.dictionaries(_TEXT, _VALUES, max_size=3),
+    objective=_TEXT.filter(lambda t: t.strip() != ""),
+)
+def test_intake_entries_marked_floatless_hold_no_float_and_hash_as_the_reference(
+    inputs: dict[str, object], metadata: dict[str, object], objective: str
+) -> None:
+    """Intake takes orjson's text for documents it marks floatless; the mark must be true, and the
+    texts the reference ones, whatever the task's free-form parts hold."""
+    from pydantic import ValidationError
+
+    from control_tower.intake_plan import IntakePlan
+    from policy import PolicyConfig, TaskCreateV1, evaluate
+
+    config = PolicyConfig(allowed_repo_prefixes=("acme",))
+    body = {
+        "requested_by": {"kind": "human", "id": "alice"},
+        "objective": objective,
+        "operation": "ops",
+        "target": {"repo": "acme/app"},
+        "inputs": inputs,
+        "metadata": metadata,
+    }
+    try:
+        task = evaluate(TaskCreateV1.model_validate(body), config)
+    except ValidationError:
+        return  # NaN, infinities: refused at the contract (tested through HTTP)
+    for repo_id in (None, "01ARZ3NDEKTSV4RRFFQ69G5FAV"):
+        built = IntakePlan(task, config, "api", True, 3).build(repo_id=repo_id)
+        for entry in built.audit:
+            if entry.floatless:
+                assert not has_float(entry.before) and not has_float(entry.after)
+        for row, prefix, suffix in prepare(built.audit, None):
+            assert (prefix, suffix) == _split_canonical(
+                {**row, "ts": row["ts"].isoformat(timespec="microseconds")}
+            )
