@@ -89,7 +89,7 @@ def statement() -> str:
             f" WHERE e->>'_task' IN (SELECT id FROM t) RETURNING {returning})"
         )
     ctes.append(f"notified AS (SELECT pg_notify('control_tower_runs', id) FROM w{_RUNS})")
-    chain = audit.pg_chain_ctes("%(audit)s", gate="r.task IN (SELECT id FROM t)")
+    chain = audit.pg_chain_ctes("%(audit)s", gate="r.task IN (SELECT id FROM t)", texts="audit")
     # The scalar subqueries run in order: the object inserts first, the audit chain (which takes
     # the head lock) last, so the lock is held for the audit inserts and the commit only.
     counts = " + ".join(f"(SELECT count(*) FROM w{i})" for i in range(len(_TABLES)))
@@ -162,12 +162,11 @@ def _params(items: list[_Item]) -> dict[str, Any]:
         for table, row in objects.rows if objects else ():
             per_table[index[table.name]].append({**row, "_task": task_id})
         entries.extend((row, prefix, suffix, task_id) for row, prefix, suffix in item.audit_rows)
+    prepared = [(row, prefix, suffix) for row, prefix, suffix, _ in entries]
     return {
         "tasks": _json(tasks),
-        "audit": audit.pg_payload(
-            [(row, prefix, suffix) for row, prefix, suffix, _ in entries],
-            tasks=[task_id for *_, task_id in entries],
-        ),
+        "audit": audit.pg_payload(prepared, tasks=[task_id for *_, task_id in entries], with_texts=False),
+        **audit.pg_texts(prepared, stem="audit"),
         **{f"w{i}": _json(rows) for i, rows in enumerate(per_table)},
     }
 

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from cwom.audit import Actor, Entry
+from cwom.audit import Actor, Entry, has_float
 from cwom.base import new_id, utcnow
 from cwom.enums import TaskStatus
 from cwom.task_adapter import task_to_cwom
@@ -66,6 +66,7 @@ class IntakePlan:
                 max_attempts=self.max_attempts,
                 now=now,
                 repo_id=repo_id,
+                floatless=not (has_float(task.inputs) or has_float(task.metadata)),
             )
         values: dict[str, Any] = {
             "id": task_id,
@@ -101,10 +102,21 @@ class IntakePlan:
                 trace_id,
                 now,
                 plain=True,
+                floatless=True,  # a hash and an operation name
             ),
             *(objects.audit if objects else []),
             Entry(
-                actor, "created", "task", task_id, None, task_audit(values), None, trace_id, now, plain=True
+                actor,
+                "created",
+                "task",
+                task_id,
+                None,
+                task_audit(values),
+                None,
+                trace_id,
+                now,
+                plain=True,
+                floatless=True,  # strings and ids only
             ),
         ]
         return Built(values, objects, entries)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
+from json.encoder import encode_basestring
 from typing import Any, Protocol
 
 import orjson
@@ -67,6 +70,8 @@ class Redacts(Protocol):
 
     def redact_json(self, value: Any) -> Any: ...
 
+    def redact_json_text(self, value: Any, text: str) -> Any: ...
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -95,6 +100,20 @@ class Entry:
     # True when before/after are already plain JSON values (str keys; str, int, bool, None, lists,
     # dicts), as rows built by `cwom.task_rows` are: the normalising JSON round trip is skipped.
     plain: bool = False
+    # True when plain before/after are known to hold no float (see `has_float`): their canonical text
+    # is then orjson's, which is the standard encoder's text for such values, ~15x faster.
+    floatless: bool = False
+
+
+def has_float(value: Any) -> bool:
+    """Whether JSON-like data holds a float anywhere."""
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(has_float(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(has_float(v) for v in value)
+    return False
 
 
 def record(
@@ -171,11 +190,68 @@ def hashed_fields(
 def _jsonable(
     value: dict[str, Any] | None, redactor: Redacts | None, *, plain_json: bool = False
 ) -> dict[str, Any] | None:
+    """The value as the database will hand it back to the verifier, redacted (see `_document`)."""
+    return _document(value, redactor, plain_json=plain_json)[1]
+
+
+# Numbers that PostgreSQL's jsonb (numeric) gives back in another form than the one hashed: integral
+# floats written with an exponent (1e+16 comes back as the integer 10000000000000000), negative zero
+# (0.0), and the non-finite values orjson writes as null. Their canonical text always holds one of
+# these; any other float comes back as the same double. A match inside a string only costs a walk.
+_NUMBER_HINTS = ("e+", "-0.0", "NaN", "Infinity")
+
+
+def _as_stored(value: Any) -> Any:
+    """`value` with every float that jsonb would give back differently replaced by what it gives."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        if value == 0:
+            return 0.0
+        text = repr(value)
+        return int(Decimal(text)) if "e+" in text else value
+    if isinstance(value, dict):
+        return {k: _as_stored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_stored(v) for v in value]
+    return value
+
+
+def _document(
+    value: dict[str, Any] | None,
+    redactor: Redacts | None,
+    *,
+    plain_json: bool = False,
+    floatless: bool = False,
+) -> tuple[str, dict[str, Any] | None]:
+    """A before/after value as it is stored and hashed: its canonical text and the value.
+
+    A JSON round trip first gives what JSON gives back (skipped for `plain_json` values); numbers
+    that jsonb would change are normalised; redaction last. The text is encoded once in the common
+    case and serves the redaction check too.
+    """
     if value is None:
-        return None
-    # A JSON round trip gives exactly what the database will hand back to the verifier.
+        return "null", None
     plain: dict[str, Any] = value if plain_json else json.loads(canonical(value))
-    return redactor.redact_json(plain) if redactor is not None else plain
+    text = _canonical_floatless(plain) if floatless else canonical(plain)
+    if any(hint in text for hint in _NUMBER_HINTS):
+        plain = _as_stored(plain)
+        text = canonical(plain)
+    if redactor is not None:
+        redacted = redactor.redact_json_text(plain, text)
+        if redacted is not plain:
+            plain, text = redacted, canonical(redacted)
+    return text, plain
+
+
+def _canonical_floatless(value: dict[str, Any]) -> str:
+    """`canonical(value)` for plain JSON data without floats: orjson with sorted keys writes the same
+    text (same escapes, no ASCII escaping, keys in code point order; property-tested). Whatever
+    orjson refuses (an integer past 64 bits, a key that is not a string) takes the reference path."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return canonical(value)
 
 
 def _split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
@@ -191,6 +267,41 @@ def _split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
     return text[:cut], text[cut + 1 :]
 
 
+def _scalar(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def _assembled(fields: dict[str, Any], after: str, before: str) -> tuple[str, str]:
+    """`_split_canonical(fields)`, built from the parts: the keys in their sorted order, each value
+    as the canonical encoder writes it, the documents' canonical texts as they are (a dict's
+    canonical text is its items' texts joined in key order)."""
+    return (
+        '{"action":'
+        + _scalar(fields["action"])
+        + ',"actor_id":'
+        + _scalar(fields["actor_id"])
+        + ',"actor_kind":'
+        + _scalar(fields["actor_kind"])
+        + ',"after":'
+        + after
+        + ',"before":'
+        + before
+        + ',"entity_id":'
+        + _scalar(fields["entity_id"])
+        + ',"entity_kind":'
+        + _scalar(fields["entity_kind"])
+        + ',"id":'
+        + _scalar(fields["id"])
+        + ',"note":'
+        + _scalar(fields["note"])
+        + ',"seq":',
+        ',"trace_id":' + _scalar(fields["trace_id"]) + ',"ts":' + _scalar(fields["ts"]) + "}",
+    )
+
+
+_SCALARS = ("action", "actor_id", "actor_kind", "entity_id", "entity_kind", "id", "note", "trace_id")
+
+
 # An entry ready for the chain: its row values (without seq, prev_hash, hash) and its canonical JSON
 # split around the seq value, which is known only once the head is locked.
 Prepared = tuple[dict[str, Any], str, str]
@@ -200,6 +311,9 @@ def prepare(entries: list[Entry], redactor: Redacts | None) -> list[Prepared]:
     """Ids, redaction and canonical JSON for each entry: all the work that needs no lock."""
     prepared = []
     for item in entries:
+        floatless = item.plain and item.floatless
+        before_text, before = _document(item.before, redactor, plain_json=item.plain, floatless=floatless)
+        after_text, after = _document(item.after, redactor, plain_json=item.plain, floatless=floatless)
         fields = hashed_fields(
             id=new_id(),
             seq=0,
@@ -209,12 +323,15 @@ def prepare(entries: list[Entry], redactor: Redacts | None) -> list[Prepared]:
             action=item.action,
             entity_kind=item.entity_kind,
             entity_id=item.entity_id,
-            before=_jsonable(item.before, redactor, plain_json=item.plain),
-            after=_jsonable(item.after, redactor, plain_json=item.plain),
+            before=before,
+            after=after,
             note=item.note,
             trace_id=item.trace_id,
         )
-        prefix, suffix = _split_canonical(fields)
+        if all(fields[key] is None or isinstance(fields[key], str) for key in _SCALARS):
+            prefix, suffix = _assembled(fields, after_text, before_text)
+        else:  # pragma: no cover - every caller passes strings; the reference form stays exact
+            prefix, suffix = _split_canonical(fields)
         prepared.append(({**fields, "ts": item.ts}, prefix, suffix))
     return prepared
 
@@ -253,16 +370,29 @@ def flush_pending(session: Session) -> int:
 # them (e.g. those whose `task` another CTE of the same statement inserted); the kept rows are chained
 # in their order. The fragment defines `ins` (the inserted
 # seqs) and `moved` (the new head); it is spliced into a WITH RECURSIVE clause.
-def pg_chain_ctes(rows_param: str, gate: str = "TRUE") -> str:
-    """The CTEs that lock the head, chain, insert and move the head, for one statement."""
+def pg_chain_ctes(rows_param: str, gate: str = "TRUE", *, texts: str | None = None) -> str:
+    """The CTEs that lock the head, chain, insert and move the head, for one statement.
+
+    `rows_param` is the jsonb array of `pg_payload`; with `texts` (a parameter stem), the rows' canonical
+    texts come apart from it, as the two text parameters `pg_texts(..., stem=texts)` binds."""
+    if texts is None:
+        source, prefix, suffix = "", "r.prefix", "r.suffix"
+    else:
+        source = (
+            f" JOIN unnest(string_to_array(%({texts}_prefix)s, {_SEP_SQL}),"
+            f" string_to_array(%({texts}_suffix)s, {_SEP_SQL})) WITH ORDINALITY AS x(prefix, suffix, n)"
+            " ON x.n = r.n"
+        )
+        prefix, suffix = "x.prefix", "x.suffix"
     return f"""
 input AS (
     SELECT (row_number() OVER (ORDER BY r.n))::int AS n, r.id, r.ts, r.actor_kind, r.actor_id, r.action,
-           r.entity_kind, r.entity_id, r.before, r.after, r.note, r.trace_id, r.prefix, r.suffix
+           r.entity_kind, r.entity_id, r.before, r.after, r.note, r.trace_id, {prefix} AS prefix,
+           {suffix} AS suffix
     FROM jsonb_to_recordset(CAST({rows_param} AS jsonb)) AS r(
         n int, task text, id text, ts timestamptz, actor_kind text, actor_id text, action text,
         entity_kind text, entity_id text, before jsonb, after jsonb, note text, trace_id text,
-        prefix text, suffix text)
+        prefix text, suffix text){source}
     WHERE ({gate})
 ),
 head AS (SELECT seq, hash FROM audit_head WHERE id = 1 AND EXISTS (SELECT 1 FROM input) FOR UPDATE),
@@ -299,23 +429,52 @@ _PG_APPEND = text(
 )
 
 
-def pg_payload(prepared: list[Prepared], *, tasks: list[str] | None = None) -> str:
+def pg_payload(prepared: list[Prepared], *, tasks: list[str] | None = None, with_texts: bool = True) -> str:
     """The jsonb array `pg_chain_ctes` reads: one object per row, numbered in chain order (with the
-    task each row belongs to, when given, for a gate to test)."""
+    task each row belongs to, when given, for a gate to test); without the canonical texts unless
+    `with_texts` (then they go as `pg_texts`)."""
     # Transport only (the hashes were computed over `canonical` text already): orjson is the fast one.
-    return orjson.dumps(
+    return transport_json(
         [
             {
                 **{k: v for k, v in row.items() if k != "seq"},
                 "n": n,
                 "ts": row["ts"].isoformat(timespec="microseconds"),
-                "prefix": prefix,
-                "suffix": suffix,
+                **({"prefix": prefix, "suffix": suffix} if with_texts else {}),
                 **({"task": tasks[n - 1]} if tasks is not None else {}),
             }
             for n, (row, prefix, suffix) in enumerate(prepared, 1)
         ]
-    ).decode()
+    )
+
+
+def transport_json(value: Any) -> str:
+    """JSON text of prepared rows for the server: orjson's, or the standard encoder's for what orjson
+    refuses (integers past 64 bits, which normalised documents can hold: 1e+300 is an integer to
+    jsonb). Prepared documents hold no NaN or infinity, so either text is valid JSON."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# The canonical texts repeat each row's before/after as JSON. Inside the jsonb document they were JSON
+# strings full of escaped quotes, which PostgreSQL's JSON lexer reads a character at a time: parsing
+# them was about a fifth of the intake statement's server time. As plain text parameters, joined by a
+# separator that canonical JSON never holds (it escapes every control character), they cost the server
+# one split (`string_to_array`) and the client one join.
+_SEP = "\x1e"
+_SEP_SQL = "E'\\x1e'"
+
+
+def pg_texts(prepared: list[Prepared], *, stem: str) -> dict[str, str]:
+    """The two text parameters of `pg_chain_ctes(..., texts=stem)`: every row's prefix, then suffix."""
+    prefixes = _SEP.join(prefix for _, prefix, _ in prepared)
+    suffixes = _SEP.join(suffix for _, _, suffix in prepared)
+    seps = max(len(prepared) - 1, 0)
+    if prefixes.count(_SEP) != seps or suffixes.count(_SEP) != seps:
+        raise ValueError("an audit row's canonical text holds the separator")  # pragma: no cover
+    return {f"{stem}_prefix": prefixes, f"{stem}_suffix": suffixes}
 
 
 def _append_postgresql(session: Session, prepared: list[Prepared]) -> int:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +14,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
-from ulid import ULID
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -21,9 +24,67 @@ NAMING = {
 }
 
 
+# python-ulid builds a ULID object per id (a policy object, byte strings, a Python base32 loop): about
+# 5 µs, and an accepted task takes fourteen ids. These are the same ids (python-ulid's layout and its
+# monotonic policy: within a millisecond the randomness steps by one) from a few table lookups: the
+# timestamp's ten characters once per millisecond, the randomness's sixteen as eight 10-bit pairs.
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)  # index: 10 bits, high 5 first
+_MAX_RANDOMNESS = (1 << 80) - 1
+
+
+def _encode_ms(ms: int) -> str:
+    """The 48-bit timestamp as ULID's first ten characters."""
+    return "".join(_CROCKFORD[(ms >> shift) & 31] for shift in range(45, -1, -5))
+
+
+def _encode_randomness(randomness: int) -> str:
+    """The 80-bit randomness as ULID's last sixteen characters."""
+    pairs = _PAIRS
+    return (
+        pairs[randomness >> 70]
+        + pairs[(randomness >> 60) & 1023]
+        + pairs[(randomness >> 50) & 1023]
+        + pairs[(randomness >> 40) & 1023]
+        + pairs[(randomness >> 30) & 1023]
+        + pairs[(randomness >> 20) & 1023]
+        + pairs[(randomness >> 10) & 1023]
+        + pairs[randomness & 1023]
+    )
+
+
+class _Ulids:
+    """A thread-safe monotonic ULID source (one per process)."""
+
+    def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self._clock_ns = clock_ns
+        self._lock = threading.Lock()
+        self._ms = -1
+        self._prefix = ""
+        self._randomness = 0
+
+    def new(self) -> str:
+        with self._lock:
+            ms = self._clock_ns() // 1_000_000
+            if ms > self._ms:
+                randomness = int.from_bytes(os.urandom(10))
+            elif self._randomness < _MAX_RANDOMNESS:  # the same millisecond, or the clock stepped back
+                ms, randomness = self._ms, self._randomness + 1
+            else:  # exhausted: borrow the next millisecond rather than repeat or reorder
+                ms, randomness = self._ms + 1, int.from_bytes(os.urandom(10))
+            if ms != self._ms:
+                self._ms, self._prefix = ms, _encode_ms(ms)
+            self._randomness = randomness
+            prefix = self._prefix
+        return prefix + _encode_randomness(randomness)
+
+
+_ULIDS = _Ulids()
+
+
 def new_id() -> str:
-    """A new ULID as its 26-character string."""
-    return str(ULID())
+    """A new ULID as its 26-character string (monotonic within this process)."""
+    return _ULIDS.new()
 
 
 def utcnow() -> datetime:

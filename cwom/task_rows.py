@@ -105,9 +105,13 @@ def task_objects(
     max_attempts: int,
     now: datetime,
     repo_id: str | None,
+    floatless: bool = False,
 ) -> TaskObjects:
     """The Repo (unless `repo_id` names the existing one), Issue, ContextPacket, ConstraintSnapshot and
-    queued Run of one task, their three links, and a `created`/`linked` audit entry for each."""
+    queued Run of one task, their three links, and a `created`/`linked` audit entry for each.
+
+    `floatless`: the draft holds no float (the task's free-form inputs and metadata are the only
+    place one can come from: no column of these tables is a float)."""
     stamp = {"trace_id": trace_id, "created_at": now, "updated_at": now}
     rows: list[tuple[Table, dict[str, Any]]] = []
     entries: list[Entry] = []
@@ -116,7 +120,21 @@ def task_objects(
         row = complete(table, {**values, **stamp})
         rows.append((table, row))
         after = snapshot_values(row)
-        entries.append(Entry(actor, "created", kind, row["id"], None, after, None, trace_id, now, plain=True))
+        entries.append(
+            Entry(
+                actor,
+                "created",
+                kind,
+                row["id"],
+                None,
+                after,
+                None,
+                trace_id,
+                now,
+                plain=True,
+                floatless=floatless,
+            )
+        )
         return row
 
     new_repo = repo_id is None
@@ -172,6 +190,7 @@ def task_objects(
                 trace_id,
                 now,
                 plain=True,
+                floatless=True,  # ids and table names
             )
         )
     ids = CwomIds(repo_id, issue["id"], packet_id, constraints_id, run_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -58,6 +59,27 @@ class Constraints(_Frozen):
 
 
 _LEGACY_TOP = {"type": "operation", "payload": "inputs"}
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
+
+
+def _unstorable_number(value: Any, path: str = "") -> str | None:
+    """Where free-form JSON holds a number it cannot be stored as: NaN or an infinity (which Python's
+    JSON parser accepts, though JSON has neither) or an integer past 64 bits."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path or 'value'} is {value}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if _INT_MIN <= value <= _INT_MAX else f"{path or 'value'} is an integer past 64 bits"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _unstorable_number(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            found = _unstorable_number(item, f"{path}[{n}]")
+            if found is not None:
+                return found
+    return None
 
 
 class TaskCreateV1(_Frozen):
@@ -87,6 +109,14 @@ class TaskCreateV1(_Frozen):
                     raise ValueError(f"{canonical} and legacy {legacy} disagree")
                 data[canonical] = value
         return data
+
+    @field_validator("inputs", "metadata")
+    @classmethod
+    def _storable_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        bad = _unstorable_number(value)
+        if bad is not None:
+            raise ValueError(f"{bad} (numbers must be finite, and integers within 64 bits)")
+        return value
 
     @field_validator("objective")
     @classmethod

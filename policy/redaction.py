@@ -250,6 +250,16 @@ class Redactor:
             return [self.redact_json(item) for item in obj]
         return self._redact_mapping(obj, self.redact_json)
 
+    def redact_json_text(self, obj: Any, text: str) -> Any:
+        """`redact_json` for JSON-ready data whose JSON text (any encoding that escapes only quotes,
+        backslashes and control characters, as orjson and `json.dumps(ensure_ascii=False)` do) the
+        caller has already: when the text is clean, `obj` itself comes back with no further work."""
+        if not _doc_triggered(text.lower()) and not (
+            self._known is not None and (not self._json_transparent or self._contains_known(text))
+        ):
+            return obj
+        return self.redact_json(obj)
+
     def _redact_mapping(self, obj: Mapping[Any, Any], values: Callable[[Any], Any]) -> dict[Any, Any]:
         """Keys redacted, values of sensitive keys replaced by the marker, other values by `values`."""
         out: dict[Any, Any] = {}

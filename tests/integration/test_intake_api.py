@@ -373,3 +373,75 @@ def test_the_http_writer_replaces_a_connection_the_server_dropped(
     after = api.post("/tasks/enqueue", json=task_body(objective="after"))
     assert after.status_code == 201, after.text
     assert count(factory, TaskRow) == 2
+
+
+def test_control_characters_and_quotes_in_task_text_are_chained_exactly(
+    api: httpx.Client, factory: sessionmaker[Session], engine: Engine
+) -> None:
+    """The audit rows' canonical texts travel joined by a control character (PostgreSQL): user text
+    holding that very character, quotes, backslashes and non-ASCII must still be stored and hashed
+    exactly, in a batch with other tasks."""
+    tricky = 'split\x1ehere \x1f "quoted" \\back\\slash é ☃ \x00nul? no'.replace("\x00", "")
+    bodies = [task_body(objective=tricky, inputs={"command": tricky, "note\x1ekey": tricky})] + [
+        task_body(objective=f"plain {n}") for n in range(7)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda body: api.post("/tasks/enqueue", json=body), bodies))
+    assert [r.status_code for r in responses] == [201] * 8, [r.text for r in responses]
+    trace = responses[0].json()["trace_id"]
+    with factory() as session:
+        rows = session.execute(select(AuditRow).where(AuditRow.trace_id == trace)).scalars().all()
+        issue = session.get_one(IssueRow, responses[0].json()["cwom"]["issue_id"])
+    assert issue.description == tricky
+    created_issue = next(r for r in rows if r.action == "created" and r.entity_kind == "issue")
+    assert created_issue.after is not None and created_issue.after["description"] == tricky
+    packet = next(r for r in rows if r.action == "created" and r.entity_kind == "context_packet")
+    assert packet.after is not None and packet.after["inputs"] == {"command": tricky, "note\x1ekey": tricky}
+    result = audit_query.verify(engine)
+    assert result.ok, result
+    assert result.rows == count(factory, AuditRow)
+
+
+def test_floats_that_jsonb_writes_otherwise_keep_the_chain_verifiable(
+    api: httpx.Client, factory: sessionmaker[Session], engine: Engine
+) -> None:
+    """jsonb gives 1e+16 back as an integer and -0.0 as 0.0; the audit rows hash what is stored."""
+    numbers = (
+        '{"big": 1e16, "huge": 1e300, "negzero": -0.0, "tiny": 1.5e-7, "plain": 0.1, "n": [1e15, -2e22]}'
+    )
+    body = (
+        '{"requested_by": {"kind": "human", "id": "alice"}, "objective": "floats", "operation": "ops",'
+        f' "target": {{"repo": "acme/app"}}, "inputs": {{"command": "true", "x": {numbers}}},'
+        f' "metadata": {numbers}}}'
+    )
+    resp = api.post("/tasks/enqueue", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 201, resp.text
+    result = audit_query.verify(engine)
+    assert result.ok, result
+    with factory() as session:
+        packet = session.get_one(ContextPacketRow, resp.json()["cwom"]["context_packet_id"])
+    assert packet.inputs["x"]["plain"] == 0.1 and packet.inputs["x"]["tiny"] == 1.5e-7
+    assert packet.inputs["x"]["big"] == 10**16
+
+
+@pytest.mark.parametrize(
+    ("inputs", "where"),
+    [
+        ('{"t": NaN}', "inputs"),
+        ('{"deep": [1, {"x": -Infinity}]}', "inputs"),
+        ('{"n": 123456789012345678901234567890}', "inputs"),
+    ],
+)
+def test_numbers_that_cannot_be_stored_are_422_and_nothing_is_written(
+    api: httpx.Client, factory: sessionmaker[Session], inputs: str, where: str
+) -> None:
+    body = (
+        '{"requested_by": {"kind": "human", "id": "alice"}, "objective": "numbers", "operation": "ops",'
+        f' "target": {{"repo": "acme/app"}}, "inputs": {inputs}}}'
+    )
+    resp = api.post("/tasks/enqueue", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR" and error["field"] == where
+    assert "numbers must be finite" in error["message"]
+    assert count(factory, TaskRow) == 0 and count(factory, AuditRow) == 0

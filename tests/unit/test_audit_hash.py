@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cwom.audit import Actor, Entry, _split_canonical, canonical, has_float, prepare
+from cwom.enums import ObjectKind
+
 
 def test_audit_hash_prepared_outside_the_lock_equals_the_reference_hash() -> None:
     """flush_pending hashes prefix + seq + suffix; that must be row_hash() of the whole document."""
@@ -37,3 +46,96 @@ def test_audit_hash_prepared_outside_the_lock_equals_the_reference_hash() -> Non
         for seq in (1, 42, 10**12):
             expected = row_hash("f" * 64, {**fields, "seq": seq})
             assert hashlib.sha256(f"{'f' * 64}{prefix}{seq}{suffix}".encode()).hexdigest() == expected
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e16, -0.0, 1e300, 1.5e-7, 1e15, 0.1]),
+    _TEXT,
+)
+_VALUES = st.recursive(
+    _LEAVES, lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(_TEXT, kids, max_size=4))
+)
+
+
+def _numbers(value: object) -> list[float]:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _numbers(v)]
+    return []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.one_of(st.none(), st.dictionaries(_TEXT, _VALUES, max_size=4)),
+    after=st.dictionaries(_TEXT, _VALUES, max_size=4),
+    note=st.one_of(st.none(), _TEXT),
+    actor_id=_TEXT,
+    plain=st.booleans(),
+)
+def test_prepared_texts_equal_the_reference_canonical_json(
+    before: dict[str, object] | None, after: dict[str, object], note: str | None, actor_id: str, plain: bool
+) -> None:
+    """`prepare` builds each row's canonical text from its parts; it must be the reference
+    `_split_canonical` of the row's fields, whose documents are what JSON (and jsonb) give back."""
+    entry = Entry(
+        Actor("human", actor_id), "created", ObjectKind.RUN, "r1", before, after, note, None, plain=plain
+    )
+    [(row, prefix, suffix)] = prepare([entry], None)
+    assert (prefix, suffix) == _split_canonical({**row, "ts": row["ts"].isoformat(timespec="microseconds")})
+    for doc in (row["before"], row["after"]):
+        # What is hashed survives a trip through JSON text unchanged ...
+        text = canonical(doc)
+        assert canonical(json.loads(text)) == text
+        # ... and holds no number that jsonb would give back in another form.
+        for number in _numbers(doc):
+            assert math.isfinite(number)
+            assert not (number == 0 and math.copysign(1, number) < 0)
+            assert "e+" not in repr(number)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    inputs=st.dictionaries(_TEXT, _VALUES, max_size=4),
+    metadata=st.dictionaries(_TEXT, _VALUES, max_size=3),
+    objective=_TEXT.filter(lambda t: t.strip() != ""),
+)
+def test_intake_entries_marked_floatless_hold_no_float_and_hash_as_the_reference(
+    inputs: dict[str, object], metadata: dict[str, object], objective: str
+) -> None:
+    """Intake takes orjson's text for documents it marks floatless; the mark must be true, and the
+    texts the reference ones, whatever the task's free-form parts hold."""
+    from pydantic import ValidationError
+
+    from control_tower.intake_plan import IntakePlan
+    from policy import PolicyConfig, TaskCreateV1, evaluate
+
+    config = PolicyConfig(allowed_repo_prefixes=("acme",))
+    body = {
+        "requested_by": {"kind": "human", "id": "alice"},
+        "objective": objective,
+        "operation": "ops",
+        "target": {"repo": "acme/app"},
+        "inputs": inputs,
+        "metadata": metadata,
+    }
+    try:
+        task = evaluate(TaskCreateV1.model_validate(body), config)
+    except ValidationError:
+        return  # NaN, infinities: refused at the contract (tested through HTTP)
+    for repo_id in (None, "01ARZ3NDEKTSV4RRFFQ69G5FAV"):
+        built = IntakePlan(task, config, "api", True, 3).build(repo_id=repo_id)
+        for entry in built.audit:
+            if entry.floatless:
+                assert not has_float(entry.before) and not has_float(entry.after)
+        for row, prefix, suffix in prepare(built.audit, None):
+            assert (prefix, suffix) == _split_canonical(
+                {**row, "ts": row["ts"].isoformat(timespec="microseconds")}
+            )

@@ -300,3 +300,26 @@ def test_document_words_cover_every_document_trigger(text: str) -> None:
     """The substring pre-check never skips text the trigger regex would flag."""
     assert redaction._DOC_TRIGGER_RE.search(text) is not None
     assert redaction._doc_triggered(text)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    doc=_JSON, secret=st.one_of(_SECRET, st.sampled_from(['with"quote-1', "back\\slash-22", "ctl\n-line-3"]))
+)
+def test_redact_json_text_equals_redact_obj_for_either_encoding(doc: object, secret: str) -> None:
+    """Given the document's text from the standard encoder (as audit has it) or from orjson, the
+    check on that text never keeps anything the walk would have redacted."""
+    import json
+
+    import orjson
+
+    r = Redactor([KNOWN], named={"GITHUB_TOKEN": GH, "S": secret})
+    planted = {"a": [doc, {"b": "pre " + secret + " post"}]}
+    for value in (doc, planted):
+        std = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        assert r.redact_json_text(value, std) == r.redact_obj(value)
+        try:
+            fast = orjson.dumps(value).decode()
+        except TypeError:
+            continue
+        assert r.redact_json_text(value, fast) == r.redact_obj(value)
