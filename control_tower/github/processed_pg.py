@@ -49,7 +49,7 @@ class Finished:
 def statement() -> str:
     """The statement (psycopg `%(name)s` parameters: commands, deliveries, ids, audit)."""
     commands, deliveries = CommandRow.__tablename__, DeliveryRow.__tablename__
-    chain = audit.pg_chain_ctes("%(audit)s", gate="r.task IN (SELECT id FROM c)")
+    chain = audit.pg_chain_ctes("%(audit)s", gate="r.task IN (SELECT id FROM c)", texts="audit")
     # `_i` numbers the group's deliveries (one delivery may be in a group twice, e.g. processed by a
     # sweep and by its own process at once), `_n` its commands. Table names come from our own
     # metadata, never from input.
@@ -108,11 +108,13 @@ def write(engine: Engine, items: list[Finished], redactor: audit.Redacts | None)
         }
         for i, item in enumerate(items)
     ]
+    prepared = audit.prepare(entries, redactor)
     params = {
         "commands": _json(commands),
         "deliveries": _json(deliveries),
         "ids": [item.delivery_id for item in items],
-        "audit": audit.pg_payload(audit.prepare(entries, redactor), tasks=[c["id"] for c in commands]),
+        "audit": audit.pg_payload(prepared, tasks=[c["id"] for c in commands], with_texts=False),
+        **audit.pg_texts(prepared, stem="audit"),
     }
     with engine.connect() as conn:
         autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
