@@ -442,8 +442,19 @@ class RunExecutor:
         self._settle(ctx)
         batch = list(pending)
         pending.clear()
+        phase = "db_background" if background else "db"
         if ctx.step_rows.pending():
             rows, current = ctx.step_rows.take()
+            if not batch and ctx.queue.writes_steps_directly:
+                # Step rows alone (PostgreSQL): one fenced statement instead of an ORM transaction.
+                def direct() -> None:
+                    ctx.queue.write_steps(ctx.claim, rows, current)
+
+                if background:
+                    ctx.writes = self._writer.submit(self._write, ctx, direct, phase)
+                else:
+                    self._write(ctx, direct, phase)
+                return
             run_id, attempt = ctx.claim.run_id, ctx.claim.attempt
             batch.insert(
                 0,
@@ -452,13 +463,17 @@ class RunExecutor:
         if not batch:
             return
         if background:
-            ctx.writes = self._writer.submit(self._write, ctx, batch, "db_background")
+            ctx.writes = self._writer.submit(self._write, ctx, batch, phase)
         else:
-            self._write(ctx, batch, "db")
+            self._write(ctx, batch, phase)
 
-    def _write(self, ctx: StepContext, batch: list[Write], phase: str) -> None:
+    def _write(self, ctx: StepContext, batch: list[Write] | Callable[[], None], phase: str) -> None:
+        """Apply `batch` in one fenced transaction, or run a write that fences itself (a callable)."""
         t1 = time.perf_counter()
         try:
+            if callable(batch):
+                batch()
+                return
             with ctx.queue.fenced(ctx.claim) as session:
                 for write in batch:
                     write(session)
