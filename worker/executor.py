@@ -31,7 +31,6 @@ from worker.playbooks import PlaybookRegistry, PlaybookRequest, default_registry
 from worker.queue import Claim, Executor, LostLease, RunControl
 from worker.run_steps import StepStatus, completed_step_ids
 from worker.sandbox import Sandbox, SandboxUnavailable, probe_sandbox
-from worker.step_rows import write_step_rows
 from worker.steps import Runners, Spec, StepContext, StepOutcome, builtin_runners
 from worker.summary import render_summary
 from worker.trace import TraceWriter
@@ -443,38 +442,29 @@ class RunExecutor:
         batch = list(pending)
         pending.clear()
         phase = "db_background" if background else "db"
-        if ctx.step_rows.pending():
-            rows, current = ctx.step_rows.take()
-            if not batch and ctx.queue.writes_steps_directly:
-                # Step rows alone (PostgreSQL): one fenced statement instead of an ORM transaction.
-                def direct() -> None:
-                    ctx.queue.write_steps(ctx.claim, rows, current)
-
-                if background:
-                    ctx.writes = self._writer.submit(self._write, ctx, direct, phase)
-                else:
-                    self._write(ctx, direct, phase)
-                return
-            run_id, attempt = ctx.claim.run_id, ctx.claim.attempt
-            batch.insert(
-                0,
-                lambda s: write_step_rows(s, run_id=run_id, attempt=attempt, rows=rows, current=current),
-            )
-        if not batch:
+        steps = ctx.step_rows.take() if ctx.step_rows.pending() else None
+        if not batch and steps is None:
             return
         if background:
-            ctx.writes = self._writer.submit(self._write, ctx, batch, phase)
+            ctx.writes = self._writer.submit(self._write, ctx, batch, steps, phase)
         else:
-            self._write(ctx, batch, phase)
+            self._write(ctx, batch, steps, phase)
 
-    def _write(self, ctx: StepContext, batch: list[Write] | Callable[[], None], phase: str) -> None:
-        """Apply `batch` in one fenced transaction, or run a write that fences itself (a callable)."""
+    def _write(
+        self,
+        ctx: StepContext,
+        batch: list[Write],
+        steps: tuple[list[dict[str, Any]], str | None] | None,
+        phase: str,
+    ) -> None:
+        """Step rows first, then `batch`, in one fenced transaction (on PostgreSQL, step rows alone are
+        one fenced statement: no ORM transaction)."""
         t1 = time.perf_counter()
         try:
-            if callable(batch):
-                batch()
+            if not batch and steps is not None and ctx.queue.writes_steps_directly:
+                ctx.queue.write_steps(ctx.claim, *steps)
                 return
-            with ctx.queue.fenced(ctx.claim) as session:
+            with ctx.queue.fenced(ctx.claim, steps=steps) as session:
                 for write in batch:
                     write(session)
         except LostLease as exc:

@@ -255,13 +255,36 @@ class RunQueue:
     # -- fenced writes ------------------------------------------------------------------------------
 
     @contextmanager
-    def fenced(self, claim: Claim) -> Iterator[Session]:
-        """A transaction that holds the run's row lock and proves the claim still owns it first."""
+    def fenced(
+        self, claim: Claim, *, steps: tuple[list[dict[str, Any]], str | None] | None = None
+    ) -> Iterator[Session]:
+        """A transaction that holds the run's row lock and proves the claim still owns it first.
+
+        `steps` (rows, current step) are written first, in the same transaction; on PostgreSQL the lock,
+        the proof and those writes are one statement.
+        """
         with self.factory() as session, session.begin():
+            if steps is not None and self.is_postgresql:
+                params = step_rows.pg_fenced_params(
+                    run_id=claim.run_id,
+                    attempt=claim.attempt,
+                    worker_id=claim.worker_id,
+                    rows=steps[0],
+                    current=steps[1],
+                )
+                result = session.connection().exec_driver_sql(step_rows.PG_FENCED_WRITE, params).one()
+                if not result.owned:
+                    raise _lost(claim)
+                yield session
+                return
             # The id only: the lock and the proof, without loading the whole row into the session.
             owned = session.execute(select(RunRow.id).where(*self._owned(claim)).with_for_update()).first()
             if owned is None:
                 raise _lost(claim)
+            if steps is not None:
+                step_rows.write_step_rows(
+                    session, run_id=claim.run_id, attempt=claim.attempt, rows=steps[0], current=steps[1]
+                )
             yield session
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -28,6 +29,7 @@ from tests.support.runs import (
 )
 from worker.executor import RunExecutor, build_executor
 from worker.queue import RunControl
+from worker.run_steps import StepStatus
 from worker.trace import list_files, render_trace, verify_manifest
 
 
@@ -279,3 +281,46 @@ def test_doctrine_requiring_approval_makes_the_run_wait(
     assert run_row(factory, run_id).status == "waiting"
     policy = json.loads((trace_dir(wsettings, run_id) / "policy.json").read_text())
     assert policy["approval_required"] is True and policy["approval_reasons"] == ["doctrine:acme/app"]
+
+
+def test_fenced_step_rows_are_written_only_by_the_claim_that_holds_the_run(
+    wsettings: Settings, factory: sessionmaker[Session]
+) -> None:
+    """Both ways step rows are written (alone, and ahead of other writes in one transaction) prove the
+    claim first: a stale attempt writes no row and no current step; the holder writes both."""
+    from worker.queue import LostLease
+    from worker.step_rows import StepRows
+
+    queue = make_queue(factory, wsettings)
+    run_id = enqueue(factory, wsettings, **ops("true"))
+    (claim,) = queue.claim("worker-a")
+    stale = dataclasses.replace(claim, attempt=claim.attempt + 1)
+    pending = StepRows()
+    pending.begin(1, "checkout", "checkout")
+    rows, current = pending.take()
+    with pytest.raises(LostLease):
+        with queue.fenced(stale, steps=(rows, current)):
+            pass
+    if queue.writes_steps_directly:
+        with pytest.raises(LostLease):
+            queue.write_steps(stale, rows, current)
+    assert steps(factory, run_id) == [] and run_row(factory, run_id).current_step is None
+
+    if queue.writes_steps_directly:
+        queue.write_steps(claim, rows, current)
+    else:
+        with queue.fenced(claim, steps=(rows, current)):
+            pass
+    pending.end(1, "checkout", "checkout", StepStatus.COMPLETED, output={"commit": "abc"})
+    pending.begin(2, "shell", "shell")
+    rows, current = pending.take()
+    with queue.fenced(claim, steps=(rows, current)):
+        pass
+    stored = steps(factory, run_id)
+    assert [(s["n"], s["step_id"], s["status"]) for s in stored] == [
+        (1, "checkout", "completed"),
+        (2, "shell", "running"),
+    ]
+    assert stored[0]["output"] == {"commit": "abc"} and stored[0]["started_at"] is not None
+    assert stored[0]["ended_at"] is not None and stored[1]["ended_at"] is None
+    assert run_row(factory, run_id).current_step == "shell"
