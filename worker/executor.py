@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,6 +58,26 @@ class Loaded:
     completed: set[str]
     approval_reasons: list[str]
     created_at: str = ""
+
+
+# What `_load` reads, built once (a select built per call cost more than its round trip).
+_LOAD = (
+    select(
+        RunRow.issue_id,
+        RunRow.telemetry,
+        RunRow.created_at,
+        TaskRow.body,
+        TaskRow.policy_version,
+        run_doctrine_refs.c.doctrine_ref_id,
+        DoctrineRefRow.content,
+        DoctrineRefRow.namespace,
+    )
+    .select_from(RunRow)
+    .outerjoin(TaskRow, TaskRow.id == RunRow.task_id)
+    .outerjoin(run_doctrine_refs, run_doctrine_refs.c.run_id == RunRow.id)
+    .outerjoin(DoctrineRefRow, DoctrineRefRow.id == run_doctrine_refs.c.doctrine_ref_id)
+    .where(RunRow.id == bindparam("run_id"))
+)
 
 
 class _Stop(Exception):
@@ -493,23 +513,7 @@ class RunExecutor:
         # One round trip: the run, its task and its doctrines (one row per doctrine, or one without).
         # Steps completed by an earlier attempt can only exist from the second attempt on.
         with self.factory() as session:
-            rows = session.execute(
-                select(
-                    RunRow.issue_id,
-                    RunRow.telemetry,
-                    RunRow.created_at,
-                    TaskRow.body,
-                    TaskRow.policy_version,
-                    run_doctrine_refs.c.doctrine_ref_id,
-                    DoctrineRefRow.content,
-                    DoctrineRefRow.namespace,
-                )
-                .select_from(RunRow)
-                .outerjoin(TaskRow, TaskRow.id == RunRow.task_id)
-                .outerjoin(run_doctrine_refs, run_doctrine_refs.c.run_id == RunRow.id)
-                .outerjoin(DoctrineRefRow, DoctrineRefRow.id == run_doctrine_refs.c.doctrine_ref_id)
-                .where(RunRow.id == claim.run_id)
-            ).all()
+            rows = session.execute(_LOAD, {"run_id": claim.run_id}).all()
             if not rows:
                 raise NoResultFound(f"no run {claim.run_id}")
             completed = (
