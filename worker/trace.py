@@ -98,11 +98,21 @@ def _is_trace_file(rel: str) -> bool:
 
 
 def _walk(folder: Path) -> Iterator[tuple[str, Path]]:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            rel = path.relative_to(folder).as_posix()
-            if _is_trace_file(rel):
-                yield rel, path
+    """(relative path, path) of every regular file under `folder`, symlinks not followed, sorted."""
+    found: list[tuple[str, str]] = []
+    stack = [("", str(folder))]
+    while stack:
+        prefix, where = stack.pop()
+        with os.scandir(where) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((rel + "/", entry.path))
+                elif entry.is_file(follow_symlinks=False) and _is_trace_file(rel):
+                    found.append((rel, entry.path))
+    # The order of the sorted Paths it replaces: component by component.
+    for rel, path in sorted(found, key=lambda item: item[0].split("/")):
+        yield rel, Path(path)
 
 
 def file_entries(folder: Path, *, include_manifest: bool = False) -> list[dict[str, Any]]:
@@ -197,7 +207,8 @@ class TraceWriter:
             # flock + size check: another process appending (an older attempt) must not reuse our seqs.
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                if os.fstat(fd).st_size != self._size:
+                size = os.fstat(fd).st_size
+                if size != self._size:
                     self._seq = max(self._seq, _last_seq(self.path / EVENTS)[0])
                 self._seq += 1
                 record = {
@@ -213,7 +224,8 @@ class TraceWriter:
                     view = view[os.write(fd, view) :]
                 if self._fsync:
                     os.fsync(fd)
-                self._size = os.fstat(fd).st_size
+                # Every appender holds the flock while it writes: the file grew by our line only.
+                self._size = size + len(line)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             return self._seq
