@@ -513,7 +513,7 @@ class RunExecutor:
         # One round trip: the run, its task and its doctrines (one row per doctrine, or one without).
         # Steps completed by an earlier attempt can only exist from the second attempt on.
         with self.factory() as session:
-            rows = session.execute(_LOAD, {"run_id": claim.run_id}).all()
+            rows = session.connection().execute(_LOAD, {"run_id": claim.run_id}).all()
             if not rows:
                 raise NoResultFound(f"no run {claim.run_id}")
             completed = (

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_tower.settings import Settings
 from cwom.audit import AuditRow
+from cwom.rows import snapshot
 from tests.conftest import make_settings
 from tests.support.runs import (
     artifacts,
@@ -112,10 +113,15 @@ def test_ops_run_completes_with_diff_artifacts_and_manifest(
     )
     assert {o["id"] for o in run.outputs} == {a.id for a in arts.values()}
     with factory() as session:
-        audited = session.scalars(
-            select(AuditRow.entity_id).where(AuditRow.entity_kind == "artifact", AuditRow.action == "created")
+        audited = session.execute(
+            select(AuditRow.entity_id, AuditRow.after).where(
+                AuditRow.entity_kind == "artifact", AuditRow.action == "created"
+            )
         ).all()
-    assert set(audited) == {a.id for a in arts.values()}
+    assert {a.entity_id for a in audited} == {a.id for a in arts.values()}
+    # Each creation's audit row holds the stored row, column for column.
+    stored = {a.id: snapshot(a) for a in arts.values()}
+    assert {a.entity_id: a.after for a in audited} == stored
     assert not (Path(wsettings.workspace_root) / run_id).exists()
     assert "Step 2 shell: completed" in render_trace(wsettings.trace_root, run_id)
 
