@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,7 +31,6 @@ from worker.playbooks import PlaybookRegistry, PlaybookRequest, default_registry
 from worker.queue import Claim, Executor, LostLease, RunControl
 from worker.run_steps import StepStatus, completed_step_ids
 from worker.sandbox import Sandbox, SandboxUnavailable, probe_sandbox
-from worker.step_rows import write_step_rows
 from worker.steps import Runners, Spec, StepContext, StepOutcome, builtin_runners
 from worker.summary import render_summary
 from worker.trace import TraceWriter
@@ -59,6 +58,26 @@ class Loaded:
     completed: set[str]
     approval_reasons: list[str]
     created_at: str = ""
+
+
+# What `_load` reads, built once (a select built per call cost more than its round trip).
+_LOAD = (
+    select(
+        RunRow.issue_id,
+        RunRow.telemetry,
+        RunRow.created_at,
+        TaskRow.body,
+        TaskRow.policy_version,
+        run_doctrine_refs.c.doctrine_ref_id,
+        DoctrineRefRow.content,
+        DoctrineRefRow.namespace,
+    )
+    .select_from(RunRow)
+    .outerjoin(TaskRow, TaskRow.id == RunRow.task_id)
+    .outerjoin(run_doctrine_refs, run_doctrine_refs.c.run_id == RunRow.id)
+    .outerjoin(DoctrineRefRow, DoctrineRefRow.id == run_doctrine_refs.c.doctrine_ref_id)
+    .where(RunRow.id == bindparam("run_id"))
+)
 
 
 class _Stop(Exception):
@@ -442,24 +461,30 @@ class RunExecutor:
         self._settle(ctx)
         batch = list(pending)
         pending.clear()
-        if ctx.step_rows.pending():
-            rows, current = ctx.step_rows.take()
-            run_id, attempt = ctx.claim.run_id, ctx.claim.attempt
-            batch.insert(
-                0,
-                lambda s: write_step_rows(s, run_id=run_id, attempt=attempt, rows=rows, current=current),
-            )
-        if not batch:
+        phase = "db_background" if background else "db"
+        steps = ctx.step_rows.take() if ctx.step_rows.pending() else None
+        if not batch and steps is None:
             return
         if background:
-            ctx.writes = self._writer.submit(self._write, ctx, batch, "db_background")
+            ctx.writes = self._writer.submit(self._write, ctx, batch, steps, phase)
         else:
-            self._write(ctx, batch, "db")
+            self._write(ctx, batch, steps, phase)
 
-    def _write(self, ctx: StepContext, batch: list[Write], phase: str) -> None:
+    def _write(
+        self,
+        ctx: StepContext,
+        batch: list[Write],
+        steps: tuple[list[dict[str, Any]], str | None] | None,
+        phase: str,
+    ) -> None:
+        """Step rows first, then `batch`, in one fenced transaction (on PostgreSQL, step rows alone are
+        one fenced statement: no ORM transaction)."""
         t1 = time.perf_counter()
         try:
-            with ctx.queue.fenced(ctx.claim) as session:
+            if not batch and steps is not None and ctx.queue.writes_steps_directly:
+                ctx.queue.write_steps(ctx.claim, *steps)
+                return
+            with ctx.queue.fenced(ctx.claim, steps=steps) as session:
                 for write in batch:
                     write(session)
         except LostLease as exc:
@@ -488,23 +513,7 @@ class RunExecutor:
         # One round trip: the run, its task and its doctrines (one row per doctrine, or one without).
         # Steps completed by an earlier attempt can only exist from the second attempt on.
         with self.factory() as session:
-            rows = session.execute(
-                select(
-                    RunRow.issue_id,
-                    RunRow.telemetry,
-                    RunRow.created_at,
-                    TaskRow.body,
-                    TaskRow.policy_version,
-                    run_doctrine_refs.c.doctrine_ref_id,
-                    DoctrineRefRow.content,
-                    DoctrineRefRow.namespace,
-                )
-                .select_from(RunRow)
-                .outerjoin(TaskRow, TaskRow.id == RunRow.task_id)
-                .outerjoin(run_doctrine_refs, run_doctrine_refs.c.run_id == RunRow.id)
-                .outerjoin(DoctrineRefRow, DoctrineRefRow.id == run_doctrine_refs.c.doctrine_ref_id)
-                .where(RunRow.id == claim.run_id)
-            ).all()
+            rows = session.connection().execute(_LOAD, {"run_id": claim.run_id}).all()
             if not rows:
                 raise NoResultFound(f"no run {claim.run_id}")
             completed = (

@@ -24,7 +24,7 @@ from cwom.base import utcnow
 from cwom.enums import RUN_TRANSITIONS, RunStatus
 from cwom.tables import RunRow
 from policy.errors import ControlTowerError
-from worker import queue_pg
+from worker import queue_pg, step_rows
 
 NOTIFY_CHANNEL = "control_tower_runs"
 CANCEL_PREFIX = "cancel:"
@@ -119,6 +119,12 @@ class Refill:
     deliver: Callable[[list[Claim], int], None]
 
 
+def _lost(claim: Claim) -> LostLease:
+    return LostLease(
+        message=f"run {claim.run_id} attempt {claim.attempt} is no longer held by {claim.worker_id}"
+    )
+
+
 def _status(value: str | RunStatus) -> RunStatus:
     return value if isinstance(value, RunStatus) else RunStatus(value)
 
@@ -150,6 +156,8 @@ class RunQueue:
         # their own connection, kept while a Worker runs (`hold_connections`).
         self._claim_link = queue_pg.Link(self.engine) if self.is_postgresql and self.engine else None
         self._write_link = queue_pg.Link(self.engine) if self.is_postgresql and self.engine else None
+        # ...and executors' step-row writes (`write_steps`) one more.
+        self._steps_link = queue_pg.Link(self.engine) if self.is_postgresql and self.engine else None
         # Claims a Worker is executing -> whether a transition of theirs was written (see `settled`).
         self._tracked: dict[tuple[str, int, str], bool] = {}
         self._tracked_lock = threading.Lock()
@@ -247,11 +255,56 @@ class RunQueue:
     # -- fenced writes ------------------------------------------------------------------------------
 
     @contextmanager
-    def fenced(self, claim: Claim) -> Iterator[Session]:
-        """A transaction that holds the run's row lock and proves the claim still owns it first."""
+    def fenced(
+        self, claim: Claim, *, steps: tuple[list[dict[str, Any]], str | None] | None = None
+    ) -> Iterator[Session]:
+        """A transaction that holds the run's row lock and proves the claim still owns it first.
+
+        `steps` (rows, current step) are written first, in the same transaction; on PostgreSQL the lock,
+        the proof and those writes are one statement.
+        """
         with self.factory() as session, session.begin():
-            self._lock_owned(session, claim)
+            if steps is not None and self.is_postgresql:
+                params = step_rows.pg_fenced_params(
+                    run_id=claim.run_id,
+                    attempt=claim.attempt,
+                    worker_id=claim.worker_id,
+                    rows=steps[0],
+                    current=steps[1],
+                )
+                result = session.connection().exec_driver_sql(step_rows.PG_FENCED_WRITE, params).one()
+                if not result.owned:
+                    raise _lost(claim)
+                yield session
+                return
+            # The id only: the lock and the proof, without loading the whole row into the session.
+            owned = session.execute(select(RunRow.id).where(*self._owned(claim)).with_for_update()).first()
+            if owned is None:
+                raise _lost(claim)
+            if steps is not None:
+                step_rows.write_step_rows(
+                    session, run_id=claim.run_id, attempt=claim.attempt, rows=steps[0], current=steps[1]
+                )
             yield session
+
+    @property
+    def writes_steps_directly(self) -> bool:
+        """Whether `write_steps` is available (PostgreSQL)."""
+        return self._steps_link is not None
+
+    def write_steps(self, claim: Claim, rows: list[dict[str, Any]], current: str | None) -> None:
+        """PostgreSQL: upsert step rows and move the current step, fenced, in one statement.
+
+        Raises LostLease, with nothing written, when the claim no longer holds the run.
+        """
+        if self._steps_link is None:
+            raise RuntimeError("write_steps needs PostgreSQL")
+        params = step_rows.pg_fenced_params(
+            run_id=claim.run_id, attempt=claim.attempt, worker_id=claim.worker_id, rows=rows, current=current
+        )
+        result = self._steps_link.execute(step_rows.PG_FENCED_WRITE, params)
+        if not result.owned:
+            raise _lost(claim)
 
     def transition(
         self,
@@ -284,13 +337,13 @@ class RunQueue:
 
     def hold_connections(self) -> None:
         """Keep the PostgreSQL statements' connections checked out (no checkout or ping per statement)."""
-        for link in (self._claim_link, self._write_link):
+        for link in (self._claim_link, self._write_link, self._steps_link):
             if link is not None:
                 link.hold()
 
     def release_connections(self) -> None:
         """Give the kept connections back to the pool."""
-        for link in (self._claim_link, self._write_link):
+        for link in (self._claim_link, self._write_link, self._steps_link):
             if link is not None:
                 link.release()
 
@@ -592,9 +645,7 @@ class RunQueue:
     def _lock_owned(self, session: Session, claim: Claim) -> RunRow:
         run = session.scalars(select(RunRow).where(*self._owned(claim)).with_for_update()).first()
         if run is None:
-            raise LostLease(
-                message=f"run {claim.run_id} attempt {claim.attempt} is no longer held by {claim.worker_id}"
-            )
+            raise _lost(claim)
         return run
 
     @staticmethod

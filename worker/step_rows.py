@@ -11,6 +11,7 @@ the end's row, and a step that never began (skipped) has no `started_at`.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -123,3 +124,69 @@ def write_step_rows(
         )
     if current is not None:
         connection.execute(_CURRENT, {"run_id": run_id, "current_step": current, "updated_at": utcnow()})
+
+
+# PostgreSQL: the same writes, fenced, as ONE autocommit statement (one round trip, one transaction):
+# `owned` locks the run's row only if this claim still holds it (PostgreSQL re-checks the condition
+# after waiting for the lock), and both writes join it, so a claim that lost its lease writes nothing
+# and the caller learns so from `owned = 0`. Used for the write that stands alone (before a long step),
+# in place of BEGIN, SELECT ... FOR UPDATE, the upsert, the UPDATE and COMMIT from the ORM.
+_STEPS_T = RunStepRow.__tablename__
+_RUNS_T = RunRow.__tablename__
+PG_FENCED_WRITE = " ".join(
+    f"""
+WITH owned AS (
+    SELECT id FROM {_RUNS_T}
+    WHERE id = %(run)s AND attempt = %(attempt)s AND locked_by = %(worker)s AND status = 'running'
+    FOR UPDATE
+),
+steps AS (
+    SELECT * FROM jsonb_to_recordset(CAST(%(rows)s AS jsonb)) AS s(
+        id text, n int, step_id text, type text, status text, started_at timestamptz,
+        ended_at timestamptz, output jsonb, error_code text, error_message text)
+),
+up AS (
+    INSERT INTO {_STEPS_T} (id, run_id, attempt, n, step_id, type, status, started_at, ended_at, output,
+                            error_code, error_message)
+    SELECT steps.id, owned.id, %(attempt)s, steps.n, steps.step_id, steps.type, steps.status,
+           steps.started_at, steps.ended_at, steps.output, steps.error_code, steps.error_message
+    FROM steps CROSS JOIN owned
+    ON CONFLICT (run_id, attempt, n) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED)}
+    RETURNING 1
+),
+cur AS (
+    UPDATE {_RUNS_T} r SET current_step = CAST(%(current)s AS text), updated_at = %(now)s
+    FROM owned WHERE r.id = owned.id AND CAST(%(current)s AS text) IS NOT NULL
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM owned) AS owned, (SELECT count(*) FROM up) AS written,
+       (SELECT count(*) FROM cur) AS moved
+""".split()  # noqa: S608 - table and column names are this module's own
+)
+
+
+def pg_fenced_params(
+    *, run_id: str, attempt: int, worker_id: str, rows: list[dict[str, Any]], current: str | None
+) -> dict[str, Any]:
+    """The parameters of PG_FENCED_WRITE (rows as one jsonb array; timestamps in ISO 8601)."""
+    return {
+        "run": run_id,
+        "attempt": attempt,
+        "worker": worker_id,
+        "rows": json.dumps(
+            [
+                {
+                    **row,
+                    "started_at": _iso(row["started_at"]),
+                    "ended_at": _iso(row["ended_at"]),
+                }
+                for row in rows
+            ]
+        ),
+        "current": current,
+        "now": utcnow(),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

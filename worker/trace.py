@@ -7,10 +7,10 @@ import dataclasses
 import enum
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -31,6 +31,7 @@ _RUN_ID = re.compile(r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")
 _STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _STEP_DIR = re.compile(r"^(\d+)-([A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 _TMP_MARK = ".tmp-"
+_TMP_SEQ = itertools.count()
 
 
 class TraceError(ControlTowerError):
@@ -97,11 +98,21 @@ def _is_trace_file(rel: str) -> bool:
 
 
 def _walk(folder: Path) -> Iterator[tuple[str, Path]]:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            rel = path.relative_to(folder).as_posix()
-            if _is_trace_file(rel):
-                yield rel, path
+    """(relative path, path) of every regular file under `folder`, symlinks not followed, sorted."""
+    found: list[tuple[str, str]] = []
+    stack = [("", str(folder))]
+    while stack:
+        prefix, where = stack.pop()
+        with os.scandir(where) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((rel + "/", entry.path))
+                elif entry.is_file(follow_symlinks=False) and _is_trace_file(rel):
+                    found.append((rel, entry.path))
+    # The order of the sorted Paths it replaces: component by component.
+    for rel, path in sorted(found, key=lambda item: item[0].split("/")):
+        yield rel, Path(path)
 
 
 def file_entries(folder: Path, *, include_manifest: bool = False) -> list[dict[str, Any]]:
@@ -196,7 +207,8 @@ class TraceWriter:
             # flock + size check: another process appending (an older attempt) must not reuse our seqs.
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                if os.fstat(fd).st_size != self._size:
+                size = os.fstat(fd).st_size
+                if size != self._size:
                     self._seq = max(self._seq, _last_seq(self.path / EVENTS)[0])
                 self._seq += 1
                 record = {
@@ -212,20 +224,34 @@ class TraceWriter:
                     view = view[os.write(fd, view) :]
                 if self._fsync:
                     os.fsync(fd)
-                self._size = os.fstat(fd).st_size
+                # Every appender holds the flock while it writes: the file grew by our line only.
+                self._size = size + len(line)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             return self._seq
 
     def _write_atomic(self, target: Path, data: bytes) -> Path:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{_TMP_MARK}", dir=target.parent)
+        """Write a temporary file beside `target` (O_EXCL, a name unique to this process), rename it over.
+
+        Plain descriptors rather than mkstemp and a buffered file: a trace writes ~9 small files per run.
+        """
+        while True:
+            tmp = f"{target.parent}/.{target.name}{_TMP_MARK}{os.getpid()}-{next(_TMP_SEQ)}"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                break
+            except FileExistsError:  # left by a crashed process that had our pid: take the next name
+                continue
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
                 if self._fsync or target.name == MANIFEST:
-                    os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
+                    os.fsync(fd)
+                os.fchmod(fd, 0o644)
+            finally:
+                os.close(fd)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

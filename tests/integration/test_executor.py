@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_tower.settings import Settings
 from cwom.audit import AuditRow
+from cwom.rows import snapshot
 from tests.conftest import make_settings
 from tests.support.runs import (
     artifacts,
@@ -28,6 +30,7 @@ from tests.support.runs import (
 )
 from worker.executor import RunExecutor, build_executor
 from worker.queue import RunControl
+from worker.run_steps import StepStatus
 from worker.trace import list_files, render_trace, verify_manifest
 
 
@@ -110,10 +113,15 @@ def test_ops_run_completes_with_diff_artifacts_and_manifest(
     )
     assert {o["id"] for o in run.outputs} == {a.id for a in arts.values()}
     with factory() as session:
-        audited = session.scalars(
-            select(AuditRow.entity_id).where(AuditRow.entity_kind == "artifact", AuditRow.action == "created")
+        audited = session.execute(
+            select(AuditRow.entity_id, AuditRow.after).where(
+                AuditRow.entity_kind == "artifact", AuditRow.action == "created"
+            )
         ).all()
-    assert set(audited) == {a.id for a in arts.values()}
+    assert {a.entity_id for a in audited} == {a.id for a in arts.values()}
+    # Each creation's audit row holds the stored row, column for column.
+    stored = {a.id: snapshot(a) for a in arts.values()}
+    assert {a.entity_id: a.after for a in audited} == stored
     assert not (Path(wsettings.workspace_root) / run_id).exists()
     assert "Step 2 shell: completed" in render_trace(wsettings.trace_root, run_id)
 
@@ -279,3 +287,46 @@ def test_doctrine_requiring_approval_makes_the_run_wait(
     assert run_row(factory, run_id).status == "waiting"
     policy = json.loads((trace_dir(wsettings, run_id) / "policy.json").read_text())
     assert policy["approval_required"] is True and policy["approval_reasons"] == ["doctrine:acme/app"]
+
+
+def test_fenced_step_rows_are_written_only_by_the_claim_that_holds_the_run(
+    wsettings: Settings, factory: sessionmaker[Session]
+) -> None:
+    """Both ways step rows are written (alone, and ahead of other writes in one transaction) prove the
+    claim first: a stale attempt writes no row and no current step; the holder writes both."""
+    from worker.queue import LostLease
+    from worker.step_rows import StepRows
+
+    queue = make_queue(factory, wsettings)
+    run_id = enqueue(factory, wsettings, **ops("true"))
+    (claim,) = queue.claim("worker-a")
+    stale = dataclasses.replace(claim, attempt=claim.attempt + 1)
+    pending = StepRows()
+    pending.begin(1, "checkout", "checkout")
+    rows, current = pending.take()
+    with pytest.raises(LostLease):
+        with queue.fenced(stale, steps=(rows, current)):
+            pass
+    if queue.writes_steps_directly:
+        with pytest.raises(LostLease):
+            queue.write_steps(stale, rows, current)
+    assert steps(factory, run_id) == [] and run_row(factory, run_id).current_step is None
+
+    if queue.writes_steps_directly:
+        queue.write_steps(claim, rows, current)
+    else:
+        with queue.fenced(claim, steps=(rows, current)):
+            pass
+    pending.end(1, "checkout", "checkout", StepStatus.COMPLETED, output={"commit": "abc"})
+    pending.begin(2, "shell", "shell")
+    rows, current = pending.take()
+    with queue.fenced(claim, steps=(rows, current)):
+        pass
+    stored = steps(factory, run_id)
+    assert [(s["n"], s["step_id"], s["status"]) for s in stored] == [
+        (1, "checkout", "completed"),
+        (2, "shell", "running"),
+    ]
+    assert stored[0]["output"] == {"commit": "abc"} and stored[0]["started_at"] is not None
+    assert stored[0]["ended_at"] is not None and stored[1]["ended_at"] is None
+    assert run_row(factory, run_id).current_step == "shell"
