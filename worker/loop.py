@@ -174,7 +174,7 @@ class Worker:
     def _claimable(self) -> int:
         """How many runs to claim now: all free slots, but with prefetch only in batches while busy."""
         with self._lock:
-            active = len(self._active) + self._reserved
+            active = self._holding() + self._reserved
         free = self.concurrency + self.prefetch - active
         if self.prefetch and active >= self.concurrency and free < self.prefetch:
             return 0
@@ -185,10 +185,16 @@ class Worker:
         with self._lock:
             if self._stopping.is_set():
                 return 0
-            free = self.concurrency + self.prefetch - len(self._active) - self._reserved + finishing
+            free = self.concurrency + self.prefetch - self._holding() - self._reserved + finishing
             reserved = max(0, min(free, self.concurrency + self.prefetch))
             self._reserved += reserved
             return reserved
+
+    def _holding(self) -> int:
+        """Runs that occupy a slot: active ones, less those whose transition is written already (their
+        threads are returning; counting them would leave the next group of transitions no slot to
+        refill, and a statement of its own to make)."""
+        return len(self._active) - self.queue.released(self.worker_id)
 
     def _deliver(self, claims: list[Claim], reserved: int) -> None:
         """Start what a transition statement claimed; its executor threads pick them as they return."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Engine, select, text, tuple_, update
+from sqlalchemy import Engine, literal, select, text, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_tower.group_commit import GroupCommit
@@ -160,6 +160,9 @@ class RunQueue:
         self._steps_link = queue_pg.Link(self.engine) if self.is_postgresql and self.engine else None
         # Claims a Worker is executing -> whether a transition of theirs was written (see `settled`).
         self._tracked: dict[tuple[str, int, str], bool] = {}
+        # Per worker: tracked claims whose transition was written but whose executor has not returned
+        # yet (their slots are as good as free: see `released`).
+        self._written: dict[str, int] = {}
         self._tracked_lock = threading.Lock()
         self._refills: dict[str, Refill] = {}
 
@@ -328,11 +331,6 @@ class RunQueue:
         outcome = self._group.submit(change) if self.group_commit else self._write_group([change])[0]
         if isinstance(outcome, BaseException):
             raise outcome
-        if outcome:
-            key = (claim.run_id, claim.attempt, claim.worker_id)
-            with self._tracked_lock:
-                if key in self._tracked:
-                    self._tracked[key] = True
         return outcome
 
     def hold_connections(self) -> None:
@@ -364,7 +362,26 @@ class RunQueue:
         """Stop tracking the claim; True when one of its transitions was written by this queue, so
         the run is no longer held and nothing is left to record for it."""
         with self._tracked_lock:
-            return self._tracked.pop((claim.run_id, claim.attempt, claim.worker_id), False)
+            written = self._tracked.pop((claim.run_id, claim.attempt, claim.worker_id), False)
+            if written:
+                self._written[claim.worker_id] -= 1
+            return written
+
+    def released(self, worker_id: str) -> int:
+        """How many of the worker's tracked claims left `running` here and are not settled yet: their
+        executors are returning, so their slots may be filled already."""
+        with self._tracked_lock:
+            return self._written.get(worker_id, 0)
+
+    def _mark_written(self, batch: Sequence[_Change], outcomes: Sequence[_Outcome]) -> None:
+        # Marked by the writer, before the next group is formed, so its refill counts these slots.
+        with self._tracked_lock:
+            for change, outcome in zip(batch, outcomes, strict=True):
+                claim = change.claim
+                key = (claim.run_id, claim.attempt, claim.worker_id)
+                if outcome is True and self._tracked.get(key) is False:
+                    self._tracked[key] = True
+                    self._written[claim.worker_id] = self._written.get(claim.worker_id, 0) + 1
 
     def _write_group(self, batch: Sequence[_Change]) -> list[_Outcome]:
         """Write a group of transitions; all-or-nothing unless an outcome is an error of its own.
@@ -374,8 +391,13 @@ class RunQueue:
         applied in order, each change in its own transaction, its error kept as its own outcome.
         SQLite: one transaction, the changes applied in order.
         """
-        if self._write_link is None:
-            return list(self._apply(batch))
+        outcomes: list[_Outcome] = []
+        outcomes += self._write_pg(batch) if self._write_link is not None else self._apply(batch)
+        self._mark_written(batch, outcomes)
+        return outcomes
+
+    def _write_pg(self, batch: Sequence[_Change]) -> list[_Outcome]:
+        assert self._write_link is not None
         fast: list[int] = []
         later: list[int] = []
         runs: set[str] = set()
@@ -530,7 +552,9 @@ class RunQueue:
         with self.factory() as session, session.begin():
             runs = session.scalars(
                 select(RunRow)
-                .where(RunRow.status == RunStatus.RUNNING.value, RunRow.lease_expires_at < now)
+                # The status inline, so a prepared plan can still use the partial lease index.
+                .where(RunRow.status == literal(RunStatus.RUNNING.value, literal_execute=True))
+                .where(RunRow.lease_expires_at < now)
                 .order_by(RunRow.lease_expires_at)
                 .limit(_REAP_BATCH)
                 .with_for_update(skip_locked=True)

@@ -317,8 +317,13 @@ class Link:
                 driver.autocommit = True
                 if fresh and self._holders:
                     # The statements' plans do not depend on their values (the rows arrive as one
-                    # jsonb array): plan each once per connection, not at every execution.
+                    # jsonb array): plan each once per connection, not at every execution. They read
+                    # rows by key or walk the claim index in order; a bitmap scan is never right for
+                    # them, yet without fresh statistics (a burst after ANALYZE saw an empty queue) the
+                    # planner takes one for `status = 'queued'` and fetches and sorts every queued run
+                    # for each claim.
                     driver.execute("SET plan_cache_mode = force_generic_plan")
+                    driver.execute("SET enable_bitmapscan = off")
                     self._generic = True
                 with driver.cursor(row_factory=namedtuple_row) as cur:
                     row = cur.execute(statement, params).fetchone()
@@ -348,6 +353,7 @@ class Link:
             try:
                 if generic:
                     driver.execute("RESET plan_cache_mode")
+                    driver.execute("RESET enable_bitmapscan")
                 driver.autocommit = False  # as the pool handed it out
             except psycopg.Error:
                 conn.invalidate()

@@ -671,6 +671,25 @@ def test_transitions_claim_the_slots_they_free(
     chain_ok(engine)
 
 
+def test_a_written_transition_frees_its_slot_before_the_executor_returns(
+    factory: sessionmaker[Session], settings: Settings, queue: RunQueue
+) -> None:
+    for n in range(3):
+        enqueue(factory, settings, priority=n)
+    worker = Worker(queue, lambda claim, control: None, worker_id="w1", concurrency=2)
+    first, second = queue.claim("w1", limit=2)
+    worker._start(first)  # no executor threads: both stay active until settled
+    worker._start(second)
+    assert queue.released("w1") == 0 and worker._claimable() == 0
+    assert queue.transition(first, RunStatus.DONE)
+    # Its thread has not returned yet, but the run is no longer held: the slot can be refilled.
+    assert queue.released("w1") == 1 and worker._claimable() == 1
+    assert worker._reserve(1) == 2  # a group finishing `second` fills both slots
+    assert queue.settled(first) and queue.released("w1") == 0
+    assert not queue.transition(first, RunStatus.DONE)  # fenced: written once
+    assert queue.released("w1") == 0 and not queue.settled(second)
+
+
 def test_worker_ids_of_any_text_chain_and_redact(settings: Settings, engine: Engine) -> None:
     secret = "s3cr3t-value-42"
     factory = make_sessionmaker(engine, info={"redactor": Redactor(named={"WORKER_SECRET": secret})})
