@@ -107,7 +107,7 @@ class RunRow(_Object, Base):
     ended_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(BigInteger, default=0)
 
-    # PostgreSQL: partial, each holding only the rows its query looks for (migration 0007), so the
+    # PostgreSQL: partial, each holding only the rows its query looks for (migration 0009), so the
     # claim reads the queued runs in order whatever the planner's statistics say, and a run's update
     # adds an entry only to the index whose rows it joins (none when it finishes).
     __table_args__ = (

@@ -1,7 +1,7 @@
 """cwom_runs: the queue's two indexes are partial on PostgreSQL
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01 11:00:00
 
 `ix_cwom_runs_claim` (status, priority, created_at) now holds only queued runs and `ix_cwom_runs_lease`
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0006"
+revision: str = "0009"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
