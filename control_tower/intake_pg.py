@@ -21,9 +21,7 @@ Two writers send that statement: `write` (threads: the CLI, webhook processing, 
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 
 from control_tower.group_commit import AsyncGroupCommit, GroupCommit
 from control_tower.intake_plan import Built, FailureInjected, IntakePlan
+from control_tower.pg_async import AsyncConnection
 from control_tower.tables import TaskRow
 from cwom import audit
 from cwom.tables import (
@@ -262,39 +261,21 @@ class AsyncWriter:
     connection is enough: group commit runs one statement at a time anyway. Like the pool's
     pre-ping, a connection idle for `idle_ping_s` is checked before use and replaced if the server
     dropped it (a restart); one that breaks under a statement fails that statement's tasks (never
-    retried blindly: the commit may have happened) and is replaced for the next one.
+    retried blindly: the commit may have happened) and is replaced for the next one
+    (`control_tower.pg_async.AsyncConnection`, shared with the webhook's delivery store).
     """
-
-    idle_ping_s = 1.0
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._used = 0.0
-        self._connecting = asyncio.Lock()
+        self._conn = AsyncConnection(engine, APPLICATION_NAME)
         self._group: AsyncGroupCommit[_Item, bool] = AsyncGroupCommit(self._write_group, batch_max=BATCH_MAX)
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        async with self._connecting:
-            conn = self._conn
-            if conn is not None and not conn.broken and time.monotonic() - self._used >= self.idle_ping_s:
-                try:
-                    await conn.execute("SELECT 1")
-                except psycopg.Error:
-                    await conn.close()
-            if conn is None or conn.closed or conn.broken:
-                conn = self._conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, application_name=APPLICATION_NAME
-                )
-            self._used = time.monotonic()
-            return conn
+        return await self._conn.get()
 
     async def aclose(self) -> None:
         """Close the connection (the app's shutdown)."""
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        await self._conn.aclose()
 
     async def _execute(self, items: list[_Item]) -> set[str]:
         conn = await self._connection()

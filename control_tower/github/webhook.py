@@ -114,29 +114,19 @@ async def _receive(request: Request) -> Response:
         raise BadDelivery(message="body is not a JSON object", field="body")
     hook_id = request.headers.get("x-github-hook-id")
     store: AsyncStore | None = request.app.state.delivery_store
+    delivery: dict[str, Any] = {
+        "delivery_id": delivery_id,
+        "event": event,
+        "hook_id": hook_id,
+        "payload": payload,
+        "raw": raw,
+        "label_prefix": settings.github_label_prefix,
+        "bot_login": settings.github_bot_login,
+    }
     if store is not None:  # PostgreSQL: stored from the event loop, no thread-pool hop
-        received = await accept_delivery_async(
-            store,
-            delivery_id=delivery_id,
-            event=event,
-            hook_id=hook_id,
-            payload=payload,
-            raw=raw,
-            label_prefix=settings.github_label_prefix,
-            bot_login=settings.github_bot_login,
-        )
+        received = await accept_delivery_async(store, **delivery)
     else:
-        received = await run_in_threadpool(
-            accept_delivery,
-            request.app.state.session_factory,
-            delivery_id=delivery_id,
-            event=event,
-            hook_id=hook_id,
-            payload=payload,
-            raw=raw,
-            label_prefix=settings.github_label_prefix,
-            bot_login=settings.github_bot_login,
-        )
+        received = await run_in_threadpool(accept_delivery, request.app.state.session_factory, **delivery)
     if received.duplicate:
         counters(request)["duplicate"] += 1
         return _json({"status": "duplicate", "delivery_id": delivery_id}, 200)

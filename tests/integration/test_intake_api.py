@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control_tower import intake, intake_pg
 from control_tower.intake_plan import IntakePlan
+from control_tower.pg_async import AsyncConnection
 from control_tower.tables import RefusalRow, TaskRow
 from cwom import audit as audit_mod
 from cwom import audit_query
@@ -369,7 +370,7 @@ def test_the_http_writer_replaces_a_connection_the_server_dropped(
             {"name": intake_pg.APPLICATION_NAME},
         ).scalar_one()
     assert dropped == 1
-    time.sleep(intake_pg.AsyncWriter.idle_ping_s)
+    time.sleep(AsyncConnection.idle_ping_s)
     after = api.post("/tasks/enqueue", json=task_body(objective="after"))
     assert after.status_code == 201, after.text
     assert count(factory, TaskRow) == 2
