@@ -27,7 +27,6 @@ PRICES: dict[str, ModelPrice] = {
     "claude-opus-4-6": ModelPrice(5.0, 25.0),
     "claude-opus-4-5": ModelPrice(5.0, 25.0),
     "claude-sonnet-4-6": ModelPrice(3.0, 15.0),
-    "claude-sonnet-4-5": ModelPrice(3.0, 15.0),
     "claude-haiku-4-5": ModelPrice(1.0, 5.0),
     "mock": ModelPrice(0.0, 0.0),
 }
