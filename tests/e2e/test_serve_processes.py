@@ -20,8 +20,10 @@ WORKERS = 2
 
 
 def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
 
 
 def _server_children(pid: int, port: int) -> list[int]:
@@ -30,8 +32,13 @@ def _server_children(pid: int, port: int) -> list[int]:
 
 
 def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    """The socket inodes a process holds; none for one that is gone or a zombie (no fd table)."""
+    inodes: set[str] = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return inodes
+    for fd in fds:
         try:
             target = os.readlink(fd)
         except OSError:
