@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
+from typing import Any
 
 from anyio.to_thread import run_sync
 from sqlalchemy import insert, select
@@ -40,11 +41,28 @@ class IdempotencyConflict(ControlTowerError):
 
 @dataclass(frozen=True)
 class Accepted:
-    """The outcome of a successful intake (`created` is False for an idempotent replay)."""
+    """The outcome of a successful intake (`created` is False for an idempotent replay): the task's
+    columns, and as `task` its row, an ORM object built only when asked for (~25 µs of CPU, a
+    twentieth of a loaded intake server's time per request, which the HTTP answer does not need)."""
 
-    task: TaskRow
+    columns: dict[str, Any]
     created: bool
     ids: CwomIds | None = None
+
+    @cached_property
+    def task(self) -> TaskRow:
+        """The task as a (transient) row."""
+        return TaskRow(**self.columns)
+
+    @classmethod
+    def of_row(cls, row: TaskRow, *, created: bool, ids: CwomIds | None) -> Accepted:
+        """The outcome for a task read back from the database."""
+        accepted = cls({c.key: getattr(row, c.key) for c in _TASK_COLUMNS}, created, ids)
+        accepted.__dict__["task"] = row  # what `task` would build: the row itself
+        return accepted
+
+
+_TASK_COLUMNS = tuple(TaskRow.__mapper__.column_attrs)
 
 
 def record_refusal(
@@ -118,14 +136,14 @@ def submit(
             return _replay(factory, task)
         if fail_after_cwom:  # pragma: no cover - write() raised before committing
             raise FailureInjected(message="failure injected after CWOM objects were written")
-        row, ids = created
-        return Accepted(row, created=True, ids=ids)
+        columns, ids = created
+        return Accepted(columns, created=True, ids=ids)
     with factory() as session, session.begin():
         stored = _write_generic(session, plan, fail_after_cwom=fail_after_cwom)
         if stored is None:
             return _replay_in(session, task)
-        row, ids = stored
-        return Accepted(row, created=True, ids=ids)
+        columns, ids = stored
+        return Accepted(columns, created=True, ids=ids)
 
 
 async def submit_async(
@@ -166,13 +184,13 @@ async def submit_async(
     created = await writer.write(plan, redactor=factory.kw.get("info", {}).get("redactor"))
     if created is None:
         return await run_sync(partial(_replay, factory, task))
-    row, ids = created
-    return Accepted(row, created=True, ids=ids)
+    columns, ids = created
+    return Accepted(columns, created=True, ids=ids)
 
 
 def _write_generic(
     session: Session, plan: IntakePlan, *, fail_after_cwom: bool
-) -> tuple[TaskRow, CwomIds | None] | None:
+) -> tuple[dict[str, Any], CwomIds | None] | None:
     """Core inserts in the caller's transaction; None when the idempotency key is already taken."""
     repo_id = None
     if plan.create_cwom:
@@ -194,7 +212,7 @@ def _write_generic(
         if fail_after_cwom:
             raise FailureInjected(message="failure injected after CWOM objects were written")
     audit.record_entries(session, built.audit)
-    return TaskRow(**values), built.objects.ids if built.objects is not None else None
+    return values, built.objects.ids if built.objects is not None else None
 
 
 def _replay(factory: sessionmaker[Session], task: TaskCreateV1) -> Accepted:
@@ -212,7 +230,7 @@ def _replay_in(session: Session, task: TaskCreateV1) -> Accepted:
             message=f"idempotency key {task.idempotency_key!r} was used for a different request",
             field="idempotency_key",
         )
-    return Accepted(existing, created=False, ids=cwom_ids(session, existing))
+    return Accepted.of_row(existing, created=False, ids=cwom_ids(session, existing))
 
 
 def cwom_ids(session: Session, row: TaskRow) -> CwomIds | None:

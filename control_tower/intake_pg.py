@@ -108,10 +108,18 @@ class _RepoCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ids: dict[tuple[str, str], str] = {}
+        # str(engine.url) renders the URL anew each time (~10 µs): once per engine.
+        self._urls: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+    def _url(self, engine: Engine) -> str:
+        url = self._urls.get(engine)
+        if url is None:
+            url = self._urls[engine] = str(engine.url)
+        return url
 
     def cached(self, engine: Engine, slug: str) -> str | None:
         """The cached id, without a lookup (the event loop's writer looks up on its own connection)."""
-        return self._ids.get((str(engine.url), slug))
+        return self._ids.get((self._url(engine), slug))
 
     def get(self, engine: Engine, slug: str) -> str | None:
         found = self.cached(engine, slug)
@@ -127,11 +135,11 @@ class _RepoCache:
         with self._lock:
             if len(self._ids) >= _REPO_CACHE_MAX:
                 self._ids.clear()
-            self._ids[(str(engine.url), slug)] = repo_id
+            self._ids[(self._url(engine), slug)] = repo_id
 
     def forget(self, engine: Engine, slug: str) -> None:
         with self._lock:
-            self._ids.pop((str(engine.url), slug), None)
+            self._ids.pop((self._url(engine), slug), None)
 
 
 REPOS = _RepoCache()
@@ -220,17 +228,18 @@ def _alone(item: _Item) -> bool:
     return item.built.objects is not None and item.built.objects.new_repo
 
 
-def _stored(engine: Engine, plan: IntakePlan, item: _Item) -> tuple[TaskRow, CwomIds | None]:
+def _stored(engine: Engine, plan: IntakePlan, item: _Item) -> tuple[dict[str, Any], CwomIds | None]:
     objects = item.built.objects
     if objects is not None and objects.new_repo:
         REPOS.put(engine, plan.task.target.repo, objects.ids.repo_id)
-    return TaskRow(**item.built.task), objects.ids if objects else None
+    return item.built.task, objects.ids if objects else None
 
 
 def write(
     engine: Engine, plan: IntakePlan, *, redactor: audit.Redacts | None = None, fail_after_cwom: bool = False
-) -> tuple[TaskRow, CwomIds | None] | None:
-    """Store the task; None when its idempotency key is already taken (nothing was written)."""
+) -> tuple[dict[str, Any], CwomIds | None] | None:
+    """Store the task (its columns come back); None when its idempotency key is already taken
+    (nothing was written)."""
     slug = plan.task.target.repo
     for attempt in range(1, _RETRIES + 1):
         item = _item(plan, REPOS.get(engine, slug) if plan.create_cwom else None, redactor)
@@ -302,7 +311,7 @@ class AsyncWriter:
 
     async def write(
         self, plan: IntakePlan, *, redactor: audit.Redacts | None = None
-    ) -> tuple[TaskRow, CwomIds | None] | None:
+    ) -> tuple[dict[str, Any], CwomIds | None] | None:
         """Store the task; None when its idempotency key is already taken (nothing was written)."""
         slug = plan.task.target.repo
         for attempt in range(1, _RETRIES + 1):

@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 REPO_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,99})/[A-Za-z0-9._-]{1,100}$"
@@ -82,6 +83,21 @@ def _unstorable_number(value: Any, path: str = "") -> str | None:
     return None
 
 
+def canonical_reference(data: Any) -> str:
+    """The canonical JSON the request hash has always been computed over."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
+
+
 class TaskCreateV1(_Frozen):
     """A request for work, version 1 of the contract."""
 
@@ -127,8 +143,23 @@ class TaskCreateV1(_Frozen):
         return value
 
     def canonical_json(self) -> str:
-        """Stable JSON of the normalised task (sorted keys, no whitespace)."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Stable JSON of the normalised task (sorted keys, no whitespace, ASCII with \\u escapes).
+
+        The reference is `json.dumps(..., sort_keys=True, separators=(",", ":"))`, whose text the
+        stored request hashes were made from. orjson with sorted keys writes the same text, ~5x
+        faster, for data without floats (repr and orjson write some differently) whose text is ASCII
+        without DEL (which json.dumps escapes) (a property test checks it); anything else, or what
+        orjson refuses (an integer past 64 bits), takes the reference path."""
+        data = self.model_dump(mode="json")
+        if not (_has_float(data["inputs"]) or _has_float(data["metadata"])):
+            try:
+                text = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+            except TypeError:
+                pass
+            else:
+                if text.isascii() and b"\x7f" not in text:
+                    return text.decode()
+        return canonical_reference(data)
 
     def request_hash(self) -> str:
         """Fingerprint used to tell a replay of a request from a different request with the same key."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -38,6 +39,16 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def validation_body(errors: Sequence[Any]) -> dict[str, Any]:
+    """The 422 body for request validation errors (pydantic's, with `loc` from "body"/"query"...):
+    the first error as the error, and up to 20 as `details`."""
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    details = [{"field": _loc(tuple(e.get("loc", ()))), "message": str(e.get("msg"))} for e in errors[:20]]
+    body = error_body("VALIDATION_ERROR", str(first.get("msg")), _loc(tuple(first.get("loc", ()))))
+    body["error"]["details"] = details
+    return body
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register handlers so that no bad input turns into a 500 or an ad-hoc body."""
 
@@ -47,14 +58,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-        details = [
-            {"field": _loc(tuple(e.get("loc", ()))), "message": str(e.get("msg"))} for e in errors[:20]
-        ]
-        body = error_body("VALIDATION_ERROR", str(first.get("msg")), _loc(tuple(first.get("loc", ()))))
-        body["error"]["details"] = details
-        return JSONResponse(body, status_code=422)
+        return JSONResponse(validation_body(exc.errors()), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel
 
 from control_tower.tables import TaskRow
@@ -54,31 +56,68 @@ class TaskOut(BaseModel):
     @classmethod
     def from_row(cls, row: TaskRow, *, ids: CwomIds | None = None, replay: bool = False) -> TaskOut:
         """Build from a row (and the CWOM ids when known)."""
-        error = (
-            ErrorInfo(code=row.error_code, message=row.error_message or "")
-            if row.error_code is not None
+        return cls(**_out_fields({name: getattr(row, name) for name in _COLUMNS}, ids, replay))
+
+
+def task_out_json(columns: Mapping[str, Any], *, ids: CwomIds | None, replay: bool) -> bytes:
+    """`TaskOut.from_row(...).model_dump_json()` from a task's columns, with no model built: orjson
+    writes the same text for these fields (a test compares the two), ~20 µs less per request.
+    What orjson refuses (an integer past 64 bits in the body) goes through the model."""
+    fields = _out_fields(columns, ids, replay)
+    try:
+        return orjson.dumps(fields, option=orjson.OPT_UTC_Z)
+    except TypeError:
+        return TaskOut(**fields).model_dump_json().encode()
+
+
+_COLUMNS = (
+    "id",
+    "status",
+    "operation",
+    "repo",
+    "ref",
+    "priority",
+    "source",
+    "body",
+    "policy_version",
+    "trace_id",
+    "created_at",
+    "updated_at",
+    "run_id",
+    "cwom_issue_id",
+    "error_code",
+    "error_message",
+)
+
+
+def _out_fields(columns: Mapping[str, Any], ids: CwomIds | None, replay: bool) -> dict[str, Any]:
+    """TaskOut's fields, in its order, from a task's columns."""
+    error_code = columns["error_code"]
+    body = columns["body"]
+    return {
+        "task_id": columns["id"],
+        "status": columns["status"],
+        "operation": columns["operation"],
+        "repo": columns["repo"],
+        "ref": columns["ref"],
+        "priority": columns["priority"],
+        "source": columns["source"],
+        "requested_by": body.get("requested_by", {}),
+        "policy_version": columns["policy_version"],
+        "trace_id": columns["trace_id"],
+        "created_at": columns["created_at"],
+        "updated_at": columns["updated_at"],
+        "run_id": columns["run_id"],
+        "cwom_issue_id": columns["cwom_issue_id"],
+        "cwom": ids.__dict__ if ids is not None else None,
+        "error": (
+            {"code": error_code, "field": None, "message": columns["error_message"] or ""}
+            if error_code is not None
             else None
-        )
-        return cls(
-            task_id=row.id,
-            status=row.status,
-            operation=row.operation,
-            repo=row.repo,
-            ref=row.ref,
-            priority=row.priority,
-            source=row.source,
-            requested_by=row.body.get("requested_by", {}),
-            policy_version=row.policy_version,
-            trace_id=row.trace_id,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            run_id=row.run_id,
-            cwom_issue_id=row.cwom_issue_id,
-            cwom=CwomIdsOut(**ids.__dict__) if ids is not None else None,
-            error=error,
-            task=row.body,
-            idempotent_replay=replay,
-        )
+        ),
+        "task": body,
+        "idempotent_replay": replay,
+    }
 
 
 class TaskPage(BaseModel):

@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -446,3 +447,68 @@ def test_numbers_that_cannot_be_stored_are_422_and_nothing_is_written(
     assert error["code"] == "VALIDATION_ERROR" and error["field"] == where
     assert "numbers must be finite" in error["message"]
     assert count(factory, TaskRow) == 0 and count(factory, AuditRow) == 0
+
+
+def test_the_enqueue_fast_path_keeps_the_apps_http_behaviour(
+    api: httpx.Client, factory: sessionmaker[Session]
+) -> None:
+    """POST /tasks/enqueue skips FastAPI's per-request layers (api/fast_path.py), on both databases;
+    what they gave stays: request ids, FastAPI's validation rules and error locations, the app's
+    error bodies, the route in OpenAPI, and the other methods through the app."""
+    echoed = api.post("/tasks/enqueue", json=task_body(), headers={"X-Request-ID": "req-42"})
+    assert echoed.status_code == 201 and echoed.headers["x-request-id"] == "req-42"
+    assert echoed.headers["content-type"] == "application/json"
+    # The query parameter, parsed as FastAPI parses a bool (the last value counts).
+    plain = api.post("/tasks/enqueue", params={"create_cwom": "No"}, json=task_body(objective="plain"))
+    assert plain.status_code == 201 and plain.json()["cwom"] is None and plain.json()["run_id"] is None
+    last = api.post("/tasks/enqueue?create_cwom=1&create_cwom=off", json=task_body(objective="last"))
+    assert last.status_code == 201 and last.json()["cwom"] is None
+    bad = api.post("/tasks/enqueue", params={"create_cwom": "maybe"}, json={"objective": "x"})
+    assert bad.status_code == 422
+    error = bad.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR" and error["field"] == "create_cwom"
+    assert {d["field"] for d in error["details"]} >= {"create_cwom", "requested_by"}
+    # Bodies FastAPI does not read as JSON, or that are not JSON at all: 422, never a 500.
+    raw = orjson.dumps(task_body())
+    for headers, content in (
+        ({}, raw),  # no content type
+        ({"content-type": "text/plain"}, raw),
+        ({"content-type": "application/json"}, b""),
+        ({"content-type": "application/json"}, b'{"objective": "\\ud800"}'),  # a lone surrogate
+        ({"content-type": "application/json"}, b'{"objective": "\xff"}'),  # not UTF-8
+    ):
+        resp = api.post("/tasks/enqueue", content=content, headers=headers)
+        assert resp.status_code == 422, (headers, content, resp.text)
+        assert resp.json()["error"]["code"] == "VALIDATION_ERROR"
+        assert resp.json()["error"]["field"] == "body"
+    surrogate = api.post(
+        "/tasks/enqueue",
+        content=b'{"requested_by": {"kind": "human", "id": "a"}, "objective": "o", "operation": "ops",'
+        b' "target": {"repo": "acme/app"}, "inputs": {"s": "\\udc00"}}',
+        headers={"content-type": "application/json"},
+    )
+    assert surrogate.status_code == 422, surrogate.text
+    suffixed = api.post(
+        "/tasks/enqueue",
+        content=orjson.dumps(task_body(objective="ld")),
+        headers={"content-type": "application/vnd.task+json; charset=utf-8"},
+    )
+    assert suffixed.status_code == 201, suffixed.text
+    # The idempotent replay is answered from the stored row: the same task, as GET shows it.
+    first = api.post("/tasks/enqueue", json=task_body(idempotency_key="fast-replay")).json()
+    again = api.post("/tasks/enqueue", json=task_body(idempotency_key="fast-replay"))
+    assert again.status_code == 200 and again.json()["idempotent_replay"] is True
+    shown = api.get(f"/tasks/{first['task_id']}").json()
+    assert {**again.json(), "idempotent_replay": False} == first
+    assert {k: v for k, v in shown.items() if k != "idempotent_replay"} == {
+        k: v for k, v in first.items() if k != "idempotent_replay"
+    }
+    # Other methods go through the app; the route stays documented with its request schema.
+    assert api.put("/tasks/enqueue", json=task_body()).status_code == 405
+    assert api.get("/tasks/enqueue").json()["error"]["code"] == "TASK_NOT_FOUND"  # GET /tasks/{id}
+    doc = api.get("/openapi.json").json()["paths"]["/tasks/enqueue"]["post"]
+    assert doc["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/TaskCreateV1"
+    }
+    assert [p["name"] for p in doc["parameters"]] == ["create_cwom"]
+    assert count(factory, TaskRow) == 5

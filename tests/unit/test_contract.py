@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from policy.contract import TaskCreateV1
+from policy.contract import TaskCreateV1, canonical_reference
 from tests.conftest import task_body
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "task_create_v1.schema.json"
@@ -87,3 +89,38 @@ def test_enqueue_openapi_entry_snapshot(tmp_path: Path) -> None:
     if os.environ.get("CT_UPDATE_SNAPSHOTS") == "1" or not ENQUEUE_SNAPSHOT.exists():
         ENQUEUE_SNAPSHOT.write_text(entry + "\n")
     assert entry + "\n" == ENQUEUE_SNAPSHOT.read_text()
+
+
+_ASCIIISH = st.characters(max_codepoint=0x80)
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(1 << 70), max_value=1 << 70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=_ASCIIISH | st.characters()),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    objective=st.text(alphabet=_ASCIIISH, min_size=1).filter(str.strip),
+    inputs=st.dictionaries(st.text(max_size=6), _JSON, max_size=4),
+    metadata=st.dictionaries(st.text(alphabet=_ASCIIISH, max_size=6), _JSON, max_size=3),
+)
+def test_canonical_json_is_the_reference_text(
+    objective: str, inputs: dict[str, object], metadata: dict[str, object]
+) -> None:
+    """The request hash of a stored task must not change: the fast encoding gives the reference text."""
+    try:
+        task = TaskCreateV1.model_validate(task_body(objective=objective, inputs=inputs, metadata=metadata))
+    except ValidationError:
+        return  # e.g. an integer past 64 bits: refused before any hash
+    assert task.canonical_json() == canonical_reference(task.model_dump(mode="json"))
+
+
+def test_canonical_json_escapes_what_the_reference_escapes() -> None:
+    for text in ("plain", "tab\there \x01 \x1f", "del \x7f", "é ☃ \U0001f600", 'q"uote \\ back'):
+        task = TaskCreateV1.model_validate(task_body(objective=text, inputs={text: [text, 1, None, True]}))
+        assert task.canonical_json() == canonical_reference(task.model_dump(mode="json"))
