@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from bench.common import PG_BASE, scratch_pg
+from bench.intake import BODY
 from control_tower import intake_pg
 from control_tower.db import make_engine
 from control_tower.intake_plan import IntakePlan
@@ -24,13 +25,6 @@ from control_tower.migrate import upgrade
 from policy import PolicyConfig, TaskCreateV1
 from policy.redaction import Redactor
 
-BODY = {
-    "requested_by": {"kind": "system", "id": "bench"},
-    "objective": "Benchmark task",
-    "operation": "ops",
-    "target": {"repo": "acme/app"},
-    "inputs": {"command": "true"},
-}
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
