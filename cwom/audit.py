@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy import BigInteger, Index, Integer, String, Text, event, insert, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from cwom.base import Base, ULIDStr, new_id, utcnow
+from cwom.base import Base, ULIDStr, new_ids, utcnow
 
 GENESIS_HASH = "0" * 64
 _PENDING = "audit_pending"
@@ -170,12 +170,14 @@ def hashed_fields(
     after: dict[str, Any] | None,
     note: str | None,
     trace_id: str | None,
+    ts_text: str | None = None,
 ) -> dict[str, Any]:
-    """The fields covered by the hash, in the form both the writer and the verifier build."""
+    """The fields covered by the hash, in the form both the writer and the verifier build
+    (`ts_text`: `ts`'s text, when the caller has it already)."""
     return {
         "id": id,
         "seq": seq,
-        "ts": ts.isoformat(timespec="microseconds"),
+        "ts": ts_text if ts_text is not None else ts.isoformat(timespec="microseconds"),
         "actor_kind": actor_kind,
         "actor_id": actor_id,
         "action": action,
@@ -234,10 +236,13 @@ def _document(
     if value is None:
         return "null", None
     plain: dict[str, Any] = value if plain_json else json.loads(canonical(value))
-    text = _canonical_floatless(plain) if floatless else canonical(plain)
-    if any(hint in text for hint in _NUMBER_HINTS):
-        plain = _as_stored(plain)
+    if floatless:  # no float, so nothing that jsonb would give back in another form
+        text = _canonical_floatless(plain)
+    else:
         text = canonical(plain)
+        if any(hint in text for hint in _NUMBER_HINTS):
+            plain = _as_stored(plain)
+            text = canonical(plain)
     if redactor is not None:
         redacted = redactor.redact_json_text(plain, text)
         if redacted is not plain:
@@ -268,8 +273,16 @@ def _split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
     return text[:cut], text[cut + 1 :]
 
 
+class _NotText(Exception):
+    """A scalar field that is neither text nor null: the row takes the reference encoder."""
+
+
 def _scalar(value: str | None) -> str:
-    return "null" if value is None else encode_basestring(value)
+    if value is None:
+        return "null"
+    if not isinstance(value, str):
+        raise _NotText
+    return encode_basestring(value)
 
 
 def _assembled(fields: dict[str, Any], after: str, before: str) -> tuple[str, str]:
@@ -300,9 +313,6 @@ def _assembled(fields: dict[str, Any], after: str, before: str) -> tuple[str, st
     )
 
 
-_SCALARS = ("action", "actor_id", "actor_kind", "entity_id", "entity_kind", "id", "note", "trace_id")
-
-
 # An entry ready for the chain: its row values (without seq, prev_hash, hash) and its canonical JSON
 # split around the seq value, which is known only once the head is locked.
 Prepared = tuple[dict[str, Any], str, str]
@@ -311,14 +321,20 @@ Prepared = tuple[dict[str, Any], str, str]
 def prepare(entries: list[Entry], redactor: Redacts | None) -> list[Prepared]:
     """Ids, redaction and canonical JSON for each entry: all the work that needs no lock."""
     prepared = []
-    for item in entries:
+    ids = new_ids(len(entries))
+    ts_texts: dict[datetime, str] = {}  # the entries of one change share their instant
+    for n, item in enumerate(entries):
         floatless = item.plain and item.floatless
+        ts_text = ts_texts.get(item.ts)
+        if ts_text is None:
+            ts_text = ts_texts[item.ts] = item.ts.isoformat(timespec="microseconds")
         before_text, before = _document(item.before, redactor, plain_json=item.plain, floatless=floatless)
         after_text, after = _document(item.after, redactor, plain_json=item.plain, floatless=floatless)
         fields = hashed_fields(
-            id=new_id(),
+            id=ids[n],
             seq=0,
             ts=item.ts,
+            ts_text=ts_text,
             actor_kind=item.actor.kind,
             actor_id=item.actor.id,
             action=item.action,
@@ -329,9 +345,9 @@ def prepare(entries: list[Entry], redactor: Redacts | None) -> list[Prepared]:
             note=item.note,
             trace_id=item.trace_id,
         )
-        if all(fields[key] is None or isinstance(fields[key], str) for key in _SCALARS):
+        try:
             prefix, suffix = _assembled(fields, after_text, before_text)
-        else:  # pragma: no cover - every caller passes strings; the reference form stays exact
+        except _NotText:  # pragma: no cover - every caller passes strings; the reference form stays exact
             prefix, suffix = _split_canonical(fields)
         prepared.append(({**fields, "ts": item.ts}, prefix, suffix))
     return prepared

@@ -64,6 +64,10 @@ class _Ulids:
         self._randomness = 0
 
     def new(self) -> str:
+        return self.batch(1)[0]
+
+    def batch(self, n: int) -> list[str]:
+        """`n` consecutive ids: what `n` calls of `new` would give, under one lock and one clock read."""
         with self._lock:
             ms = self._clock_ns() // 1_000_000
             if ms > self._ms:
@@ -74,9 +78,17 @@ class _Ulids:
                 ms, randomness = self._ms + 1, int.from_bytes(os.urandom(10))
             if ms != self._ms:
                 self._ms, self._prefix = ms, _encode_ms(ms)
+            ids = [self._prefix + _encode_randomness(randomness)]
+            for _ in range(n - 1):
+                if randomness < _MAX_RANDOMNESS:
+                    randomness += 1
+                else:  # exhausted mid-batch: the next millisecond, as `new` would borrow it
+                    self._ms += 1
+                    self._prefix = _encode_ms(self._ms)
+                    randomness = int.from_bytes(os.urandom(10))
+                ids.append(self._prefix + _encode_randomness(randomness))
             self._randomness = randomness
-            prefix = self._prefix
-        return prefix + _encode_randomness(randomness)
+        return ids
 
 
 _ULIDS = _Ulids()
@@ -85,6 +97,11 @@ _ULIDS = _Ulids()
 def new_id() -> str:
     """A new ULID as its 26-character string (monotonic within this process)."""
     return _ULIDS.new()
+
+
+def new_ids(n: int) -> list[str]:
+    """`n` new ULIDs in order, as `new_id` would give them one by one (one lock, one clock read)."""
+    return _ULIDS.batch(n)
 
 
 def utcnow() -> datetime:

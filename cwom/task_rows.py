@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Table
 
 from cwom.audit import Actor, Entry
-from cwom.base import Base, new_id
+from cwom.base import Base, new_ids
 from cwom.enums import ObjectKind
 from cwom.tables import (
     ConstraintSnapshotRow,
@@ -91,9 +91,21 @@ def complete(table: Table, values: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def snapshot_values(row: dict[str, Any]) -> dict[str, Any]:
-    """A row's values as the audit snapshot shows them (what `cwom.rows.snapshot` gives for an object)."""
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+def snapshot_values(row: dict[str, Any], texts: dict[datetime, str] | None = None) -> dict[str, Any]:
+    """A row's values as the audit snapshot shows them (what `cwom.rows.snapshot` gives for an object).
+
+    `texts` memoises timestamps' ISO texts across rows: one task's rows all carry the same instant."""
+    if texts is None:
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, datetime):
+            text = texts.get(value)
+            if text is None:
+                text = texts[value] = value.isoformat()
+            value = text
+        out[key] = value
+    return out
 
 
 def task_objects(
@@ -115,11 +127,12 @@ def task_objects(
     stamp = {"trace_id": trace_id, "created_at": now, "updated_at": now}
     rows: list[tuple[Table, dict[str, Any]]] = []
     entries: list[Entry] = []
+    texts = {now: now.isoformat()}
 
     def created(table: Table, kind: ObjectKind, values: dict[str, Any]) -> dict[str, Any]:
         row = complete(table, {**values, **stamp})
         rows.append((table, row))
-        after = snapshot_values(row)
+        after = snapshot_values(row, texts)
         entries.append(
             Entry(
                 actor,
@@ -138,10 +151,11 @@ def task_objects(
         return row
 
     new_repo = repo_id is None
+    fresh = new_ids(5 if new_repo else 4)
     if repo_id is None:
-        repo_id = created(table_of(RepoRow), ObjectKind.REPO, {**draft.repo, "id": new_id()})["id"]
-    issue = created(table_of(IssueRow), ObjectKind.ISSUE, {**draft.issue, "id": new_id(), "repo_id": repo_id})
-    packet_id, constraints_id, run_id = new_id(), new_id(), new_id()
+        repo_id = created(table_of(RepoRow), ObjectKind.REPO, {**draft.repo, "id": fresh.pop(0)})["id"]
+    issue_id, packet_id, constraints_id, run_id = fresh
+    issue = created(table_of(IssueRow), ObjectKind.ISSUE, {**draft.issue, "id": issue_id, "repo_id": repo_id})
     created(
         table_of(ContextPacketRow),
         ObjectKind.CONTEXT_PACKET,

@@ -94,9 +94,26 @@ _DOC_WORDS = (
 )
 
 
+# The longest text a _DOC_TRIGGER_RE match can span (18 today: its alternatives are literals and key
+# words of bounded length plus one character, without repetition; a unit test holds the bound).
+_DOC_MATCH_MAX = 32
+
+
 def _doc_triggered(lowered: str) -> bool:
-    """Whether lower-cased JSON text may hold a pattern match or a sensitive key."""
-    return any(word in lowered for word in _DOC_WORDS) and _DOC_TRIGGER_RE.search(lowered) is not None
+    """Whether lower-cased JSON text may hold a pattern match or a sensitive key.
+
+    Every match contains one of `_DOC_WORDS` and spans at most `_DOC_MATCH_MAX` characters, so the
+    regex runs only over windows around each occurrence of a word the text holds: a long audit
+    document with `allow_secrets` in it costs a few short searches, not a scan of the whole text.
+    """
+    for word in _DOC_WORDS:
+        at = lowered.find(word)
+        while at >= 0:
+            start = max(0, at - _DOC_MATCH_MAX)
+            if _DOC_TRIGGER_RE.search(lowered, start, at + len(word) + _DOC_MATCH_MAX) is not None:
+                return True
+            at = lowered.find(word, at + 1)
+    return False
 
 
 # JSON escapes these characters in strings, so a value containing one cannot be found in JSON text.

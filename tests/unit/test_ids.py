@@ -8,7 +8,7 @@ import time
 
 from ulid import ULID
 
-from cwom.base import _MAX_RANDOMNESS, _encode_ms, _encode_randomness, _Ulids, new_id
+from cwom.base import _MAX_RANDOMNESS, _encode_ms, _encode_randomness, _Ulids, new_id, new_ids
 
 
 def test_ids_parse_as_ulids_of_now() -> None:
@@ -59,3 +59,46 @@ def test_ids_from_many_threads_are_unique_and_each_threads_are_ordered() -> None
         thread.join()
     assert all(out == sorted(out) for out in results)
     assert len({ident for out in results for ident in out}) == 8 * 5000
+
+
+def test_a_batch_is_what_as_many_single_calls_give() -> None:
+    clock = [1_700_000_000_000 * 1_000_000]
+    one_by_one = _Ulids(clock_ns=lambda: clock[0])
+    batched = _Ulids(clock_ns=lambda: clock[0])
+    for n in (1, 2, 14, 3):
+        singles = [one_by_one.new() for _ in range(n)]
+        batch = batched.batch(n)
+        # The first id of each millisecond is random, so compare the order and the steps, not the text.
+        assert len(batch) == n == len(set(batch)) and batch == sorted(batch)
+        assert [int(ULID.from_str(x)) - int(ULID.from_str(batch[0])) for x in batch] == [
+            int(ULID.from_str(x)) - int(ULID.from_str(singles[0])) for x in singles
+        ]
+        clock[0] += 1_000_000
+
+
+def test_a_batch_that_exhausts_the_randomness_moves_to_the_next_millisecond_in_order() -> None:
+    source = _Ulids(clock_ns=lambda: 9_000 * 1_000_000)
+    first = source.new()
+    source._randomness = _MAX_RANDOMNESS - 1
+    batch = source.batch(4)
+    parsed = [ULID.from_str(x) for x in batch]
+    assert batch == sorted(batch) and batch[0] > first and len(set(batch)) == 4
+    assert [u.milliseconds for u in parsed] == [9_000, 9_001, 9_001, 9_001]
+    assert source.new() > batch[-1]
+
+
+def test_batches_from_many_threads_never_collide() -> None:
+    out: list[list[str]] = [[] for _ in range(6)]
+
+    def make(into: list[str]) -> None:
+        for _ in range(500):
+            into.extend(new_ids(9))
+
+    threads = [threading.Thread(target=make, args=(into,)) for into in out]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [x for into in out for x in into]
+    assert len(set(every)) == len(every) == 6 * 500 * 9
+    assert all(into == sorted(into) for into in out)

@@ -323,3 +323,27 @@ def test_redact_json_text_equals_redact_obj_for_either_encoding(doc: object, sec
         except TypeError:
             continue
         assert r.redact_json_text(value, fast) == r.redact_obj(value)
+
+
+def test_a_document_trigger_match_is_never_longer_than_the_window() -> None:
+    """`_doc_triggered` searches windows of `_DOC_MATCH_MAX` around each word: sound only while no
+    match of the trigger regex can be longer."""
+    import re._parser as sre_parse  # the width of a compiled pattern is not public API
+
+    lo, hi = sre_parse.parse(redaction._DOC_TRIGGER_RE.pattern).getwidth()
+    assert 0 < lo <= hi <= redaction._DOC_MATCH_MAX
+
+
+_WORDY = st.lists(
+    st.one_of(
+        st.sampled_from([*redaction._DOC_WORDS, "allow_", "_names", '"', ":", "=", " ", "\\", "'", "-----"]),
+        st.text(alphabet='abcdefghijklmnopqrstuvwxyz_-:"= \\', max_size=40),
+    ),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(text=_WORDY)
+def test_windowed_document_check_equals_the_whole_text_regex(text: str) -> None:
+    assert redaction._doc_triggered(text) == (redaction._DOC_TRIGGER_RE.search(text) is not None)
