@@ -514,8 +514,12 @@ def pg_columns(prepared: list[Prepared], *, tasks: list[str], stem: str) -> dict
     docs = transport_json([{"before": row["before"], "after": row["after"]} for row, _, _ in prepared])
     params: dict[str, Any] = {stem: docs, f"{stem}_task": pg_array(tasks)}
     for name, _ in _COLUMNS[1:]:
-        if name == "ts":
-            params[f"{stem}_ts"] = pg_array([row["ts"].isoformat() for row, _, _ in prepared])
+        if name == "ts":  # the rows of one change share their instant: each encoded once
+            texts: dict[datetime, str] = {}
+            for row, _, _ in prepared:
+                if row["ts"] not in texts:
+                    texts[row["ts"]] = row["ts"].isoformat()
+            params[f"{stem}_ts"] = pg_array([texts[row["ts"]] for row, _, _ in prepared])
         else:
             params[f"{stem}_{name}"] = pg_array([row[name] for row, _, _ in prepared])
     return {**params, **pg_texts(prepared, stem=stem)}
