@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-ALL = ("intake", "audit", "webhook", "worker", "worker_runs", "sandbox", "agent", "trace")
+ALL = ("intake", "intake_statement", "audit", "webhook", "worker", "worker_runs", "sandbox", "agent", "trace")
 
 
 def main(argv: list[str]) -> int:

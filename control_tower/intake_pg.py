@@ -6,7 +6,7 @@ Group commit: the thread that finds no statement under way writes every task que
 row of a task is gated on that task's own insert (`_task` / `task` keys checked against `t`), so a task
 whose idempotency key is already taken writes nothing at all while its neighbours are stored. The chain
 head is locked once per statement, for its audit inserts and the commit, with no Python in between.
-Row values arrive as JSON and become rows of each table's own type (`jsonb_populate_record`), so the
+Row values arrive as JSON and become rows of each table's own type (`jsonb_to_recordset`), so the
 statement is built once, from the table definitions.
 
 The Repo is looked up by slug first (and cached). A task that creates its Repo is written in a statement
@@ -71,35 +71,46 @@ _REPO_CACHE_MAX = 10_000
 
 @cache
 def statement() -> str:
-    """The intake statement (psycopg `%(name)s` parameters: tasks, w0…w7, audit)."""
+    """The intake statement (psycopg `%(name)s` parameters: tasks, w0…w7, audit, audit_prefix/suffix)."""
     # Table names come from our own metadata, never from input.
     tasks = TaskRow.__tablename__
+    # `ok`: the ids of the tasks this statement stored, one array that every gate tests (`= ANY`: an
+    # InitPlan and a filter, where `IN (SELECT …)` was a hash semi-join, built and torn down per table).
     ctes = [
         f"t AS (INSERT INTO {tasks} SELECT * FROM"
-        f" jsonb_populate_recordset(NULL::{tasks}, CAST(%(tasks)s AS jsonb))"
-        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id)"
+        f" jsonb_populate_recordset(NULL::{tasks}, %(tasks)s::jsonb)"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id)",
+        "ok AS (SELECT coalesce(array_agg(id::text), '{}') AS ids FROM t)",
     ]
     for i, table in enumerate(_TABLES):
-        returning = "id" if i == _RUNS else "1"
+        # The Run's wake-up is its RETURNING expression: delivered at commit, like the rows.
+        returning = "pg_notify('control_tower_runs', id)" if i == _RUNS else "1"
+        # Each element is {"_task": …, "r": row}: `r` becomes a row of the table's own type in the same
+        # function scan that reads `_task` (one node where a row per element was a nested loop).
         ctes.append(
-            f"w{i} AS (INSERT INTO {table.name} SELECT r.*"
-            f" FROM jsonb_array_elements(CAST(%(w{i})s AS jsonb)) e,"
-            f" LATERAL jsonb_populate_record(NULL::{table.name}, e) r"
-            f" WHERE e->>'_task' IN (SELECT id FROM t) RETURNING {returning})"
+            f"w{i} AS (INSERT INTO {table.name} SELECT (e.r).*"
+            f" FROM jsonb_to_recordset(%(w{i})s::jsonb) AS e(_task text, r {table.name})"
+            f" WHERE e._task = ANY((SELECT ids FROM ok)::text[]) RETURNING {returning})"
         )
-    ctes.append(f"notified AS (SELECT pg_notify('control_tower_runs', id) FROM w{_RUNS})")
-    chain = audit.pg_chain_ctes("%(audit)s", gate="r.task IN (SELECT id FROM t)", texts="audit")
-    # The scalar subqueries run in order: the object inserts first, the audit chain (which takes
-    # the head lock) last, so the lock is held for the audit inserts and the commit only.
-    counts = " + ".join(f"(SELECT count(*) FROM w{i})" for i in range(len(_TABLES)))
-    return (
+    chain = audit.pg_chain_ctes("%(audit)s", gate="r.task = ANY((SELECT ids FROM ok)::text[])", texts="audit")
+    # The scalar subqueries run in order: the object inserts first (one count over all of them), the
+    # audit chain (which takes the head lock) last, so the lock is held for the audit inserts and the
+    # commit only.
+    objects = " UNION ALL ".join(f"SELECT FROM w{i}" for i in range(len(_TABLES)))
+    return _one_line(
         "WITH RECURSIVE "
         + ",\n".join(ctes)
         + ","
         + chain
-        + f"\nSELECT (SELECT coalesce(array_agg(id), '{{}}') FROM t) AS created, {counts} AS objects,"
-        " (SELECT count(*) FROM notified) AS notified, (SELECT count(*) FROM ins) AS audited"
+        + f"\nSELECT (SELECT ids FROM ok) AS created, (SELECT count(*) FROM ({objects}) o) AS objects,"
+        " (SELECT count(*) FROM ins) AS audited"
     )
+
+
+def _one_line(statement: str) -> str:
+    """The statement with each run of white space made one space (no literal holds two): psycopg caches
+    its parsing of statements up to 4 kB only."""
+    return " ".join(statement.split())
 
 
 class _RepoCache:
@@ -167,13 +178,12 @@ def _params(items: list[_Item]) -> dict[str, Any]:
         tasks.append(item.built.task)
         objects = item.built.objects
         for table, row in objects.rows if objects else ():
-            per_table[index[table.name]].append({**row, "_task": task_id})
+            per_table[index[table.name]].append({"_task": task_id, "r": row})
         entries.extend((row, prefix, suffix, task_id) for row, prefix, suffix in item.audit_rows)
     prepared = [(row, prefix, suffix) for row, prefix, suffix, _ in entries]
     return {
         "tasks": _json(tasks),
-        "audit": audit.pg_payload(prepared, tasks=[task_id for *_, task_id in entries], with_texts=False),
-        **audit.pg_texts(prepared, stem="audit"),
+        **audit.pg_columns(prepared, tasks=[task_id for *_, task_id in entries], stem="audit"),
         **{f"w{i}": _json(rows) for i, rows in enumerate(per_table)},
     }
 

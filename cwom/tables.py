@@ -15,7 +15,9 @@ class _Object:
     """Columns every CWOM object has."""
 
     id: Mapped[str] = mapped_column(ULIDStr, primary_key=True, default=new_id)
-    trace_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Not indexed: nothing looks objects up by trace (a trace is read from the audit log, whose
+    # trace index serves it), and each index cost a btree insert per object (migration 0010).
+    trace_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -84,8 +86,10 @@ class RunRow(_Object, Base):
     __tablename__ = "cwom_runs"
 
     issue_id: Mapped[str] = mapped_column(ForeignKey("cwom_issues.id"), index=True)
-    repo_id: Mapped[str] = mapped_column(ForeignKey("cwom_repos.id"), index=True)
-    task_id: Mapped[str | None] = mapped_column(ULIDStr, index=True)
+    # Neither is a filter of any query (runs are listed by issue and status; a run's task is read from
+    # the run), and Repos are never deleted: no index (migration 0010).
+    repo_id: Mapped[str] = mapped_column(ForeignKey("cwom_repos.id"))
+    task_id: Mapped[str | None] = mapped_column(ULIDStr)
     mode: Mapped[str] = mapped_column(String(16), default="agent")
     executor: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(16), default="queued")
@@ -139,11 +143,14 @@ class ArtifactRow(_Object, Base):
 
 
 def _join(name: str, left: str, left_table: str, right: str, right_table: str) -> Table:
+    """A link table; its primary key (left, right) serves every read, which goes from the left side.
+    The right side has no index of its own (migration 0010): no query starts from it, and the objects it
+    references are never deleted, so no foreign-key check scans for it."""
     return Table(
         name,
         Base.metadata,
         Column(left, ULIDStr, ForeignKey(f"{left_table}.id"), primary_key=True),
-        Column(right, ULIDStr, ForeignKey(f"{right_table}.id"), primary_key=True, index=True),
+        Column(right, ULIDStr, ForeignKey(f"{right_table}.id"), primary_key=True),
     )
 
 

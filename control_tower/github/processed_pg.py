@@ -113,8 +113,7 @@ def write(engine: Engine, items: list[Finished], redactor: audit.Redacts | None)
         "commands": _json(commands),
         "deliveries": _json(deliveries),
         "ids": [item.delivery_id for item in items],
-        "audit": audit.pg_payload(prepared, tasks=[c["id"] for c in commands], with_texts=False),
-        **audit.pg_texts(prepared, stem="audit"),
+        **audit.pg_columns(prepared, tasks=[c["id"] for c in commands], stem="audit"),
     }
     with engine.connect() as conn:
         autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")

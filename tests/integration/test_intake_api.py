@@ -404,6 +404,41 @@ def test_control_characters_and_quotes_in_task_text_are_chained_exactly(
     assert result.rows == count(factory, AuditRow)
 
 
+def test_requester_ids_that_array_literals_would_misread_are_stored_exactly(
+    api: httpx.Client, factory: sessionmaker[Session], engine: Engine
+) -> None:
+    """The audit rows' scalar columns travel as array literals (PostgreSQL): an id that is a literal's
+    syntax (quotes, backslashes, braces, commas, spaces, the word NULL, the empty string's look-alikes)
+    or holds the NULL mark must still be stored and hashed exactly, in a batch with other tasks."""
+    ids = [
+        'a "quoted" id',
+        "back\\slash\\",
+        "{braces},commas",
+        "NULL",
+        " spaced ",
+        "\x01",
+        "mark\x01in",
+        "é ☃",
+    ]
+    bodies = [
+        task_body(requested_by={"kind": "human", "id": actor}, objective=f"by {n}")
+        for n, actor in enumerate(ids)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda body: api.post("/tasks/enqueue", json=body), bodies))
+    assert [r.status_code for r in responses] == [201] * len(ids), [r.text for r in responses]
+    with factory() as session:
+        for actor, response in zip(ids, responses, strict=True):
+            trace = response.json()["trace_id"]
+            rows = session.execute(select(AuditRow).where(AuditRow.trace_id == trace)).scalars().all()
+            # Nine rows per task, ten for the one that created the Repo.
+            assert len(rows) in (9, 10) and {(r.actor_kind, r.actor_id, r.note) for r in rows} == {
+                ("human", actor, None)
+            }
+    result = audit_query.verify(engine)
+    assert result.ok, result
+
+
 def test_floats_that_jsonb_writes_otherwise_keep_the_chain_verifiable(
     api: httpx.Client, factory: sessionmaker[Session], engine: Engine
 ) -> None:
