@@ -14,6 +14,13 @@ REPO_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,99})/[A-Za-z0-9._-]{1,100}$"
 OPERATIONS = ("code_change", "docs", "analysis", "ops")
 
 
+def _no_nul(value: str | None) -> str | None:
+    """PostgreSQL's text and jsonb cannot hold U+0000; refused on every database alike."""
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain a NUL character (U+0000)")
+    return value
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -24,6 +31,8 @@ class RequestedBy(_Frozen):
     kind: Literal["human", "agent", "system"]
     id: str = Field(min_length=1, max_length=200)
     label: str | None = Field(default=None, max_length=200)
+
+    _text = field_validator("id", "label")(_no_nul)
 
 
 class Target(_Frozen):
@@ -44,6 +53,8 @@ class Target(_Frozen):
             data["repo"] = legacy
         return data
 
+    _text = field_validator("ref", "path")(_no_nul)
+
     @field_validator("repo")
     @classmethod
     def _lower_repo(cls, value: str) -> str:
@@ -63,21 +74,27 @@ _LEGACY_TOP = {"type": "operation", "payload": "inputs"}
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
 
 
-def _unstorable_number(value: Any, path: str = "") -> str | None:
-    """Where free-form JSON holds a number it cannot be stored as: NaN or an infinity (which Python's
-    JSON parser accepts, though JSON has neither) or an integer past 64 bits."""
+def _unstorable(value: Any, path: str = "") -> str | None:
+    """Where free-form JSON holds what the databases cannot store: NaN or an infinity (which Python's
+    JSON parser accepts, though JSON has neither), an integer past 64 bits, or a NUL character in a
+    string or key (PostgreSQL's text and jsonb refuse U+0000)."""
+    if isinstance(value, str):
+        return f"{path or 'value'} contains a NUL character (U+0000)" if "\x00" in value else None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{path or 'value'} is {value}"
     if isinstance(value, int) and not isinstance(value, bool):
         return None if _INT_MIN <= value <= _INT_MAX else f"{path or 'value'} is an integer past 64 bits"
     if isinstance(value, dict):
         for key, item in value.items():
-            found = _unstorable_number(item, f"{path}.{key}" if path else str(key))
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return f"a key of {path or 'the object'} contains a NUL character (U+0000)"
+            found = _unstorable(item, where)
             if found is not None:
                 return found
     elif isinstance(value, list):
         for n, item in enumerate(value):
-            found = _unstorable_number(item, f"{path}[{n}]")
+            found = _unstorable(item, f"{path}[{n}]")
             if found is not None:
                 return found
     return None
@@ -126,17 +143,22 @@ class TaskCreateV1(_Frozen):
                 data[canonical] = value
         return data
 
+    _text = field_validator("operation", "idempotency_key")(_no_nul)
+
     @field_validator("inputs", "metadata")
     @classmethod
-    def _storable_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
-        bad = _unstorable_number(value)
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        bad = _unstorable(value)
         if bad is not None:
-            raise ValueError(f"{bad} (numbers must be finite, and integers within 64 bits)")
+            raise ValueError(
+                f"{bad} (numbers must be finite, integers within 64 bits, text without NUL characters)"
+            )
         return value
 
     @field_validator("objective")
     @classmethod
     def _strip_objective(cls, value: str) -> str:
+        _no_nul(value)
         value = value.strip()
         if not value:
             raise ValueError("objective must not be blank")

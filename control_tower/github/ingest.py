@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from sqlalchemy import Table, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -82,6 +83,27 @@ def _received(stored: bool, plan: Plan, ignored: dict[str, Any] | None) -> Recei
     return Received(duplicate=False, outcome={"status": "received"}, plan=plan)
 
 
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def storable(payload: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
+    """The delivery as it can be stored: PostgreSQL's jsonb cannot hold U+0000, which an issue or
+    comment text may carry, so each one becomes U+FFFD (in the payload and in the body that is
+    stored and processed; the signature was checked over the body as sent). Bodies without the
+    escape (JSON cannot hold a raw NUL) come back as they are, at the cost of one substring test."""
+    if b"\\u0000" not in raw:
+        return payload, raw
+    clean = _without_nul(payload)
+    return clean, orjson.dumps(clean)
+
+
 def receive_delivery(
     factory: sessionmaker[Session],
     *,
@@ -96,6 +118,7 @@ def receive_delivery(
     max_attempts: int,
 ) -> Received:
     """Store the delivery, then act on it right away (reconcile's path; the webhook defers the acting)."""
+    payload, raw = storable(payload, raw)
     received = accept_delivery(
         factory,
         delivery_id=delivery_id,

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from control_tower.api.deps import SessionDep
 from control_tower.api.schemas import ErrorResponse
 from control_tower.github.deliveries_pg import AsyncStore
-from control_tower.github.ingest import accept_delivery, accept_delivery_async
+from control_tower.github.ingest import accept_delivery, accept_delivery_async, storable
 from control_tower.github.processor import DeliveryProcessor
 from control_tower.github.signature import verify_signature
 from control_tower.github.tables import DeliveryRow
@@ -112,6 +112,7 @@ async def _receive(request: Request) -> Response:
         raise BadDelivery(message="body is not JSON", field="body") from exc
     if not isinstance(payload, dict):
         raise BadDelivery(message="body is not a JSON object", field="body")
+    payload, raw = storable(payload, raw)
     hook_id = request.headers.get("x-github-hook-id")
     store: AsyncStore | None = request.app.state.delivery_store
     delivery: dict[str, Any] = {

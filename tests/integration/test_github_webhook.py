@@ -122,6 +122,31 @@ def test_comment_commands(gh: httpx.Client, factory: sessionmaker[Session]) -> N
     assert count(factory, CommandRow, CommandRow.kind == "announce") == 1
 
 
+def test_nul_characters_in_an_issue_are_stored_as_replacement_characters(
+    gh: httpx.Client, factory: sessionmaker[Session]
+) -> None:
+    """PostgreSQL's jsonb and text cannot hold U+0000, which an issue's text may carry: the delivery is
+    still stored and acted on (never a 500 that GitHub would retry forever), with U+FFFD instead."""
+    payload = issues_labeled_payload(
+        REPO, 9, "tower:ops", title="Tidy\u0000up", body="Run it\u0000\n\n```sh\nmake fmt\n```\n"
+    )
+    resp = post(gh, "issues", payload, delivery_id="d-nul")
+    assert resp.status_code == 202, resp.text
+    outcome = delivery_outcome(gh.get, resp)
+    assert outcome["tasks"] and outcome["tasks"][0]["duplicate"] is False, outcome
+    with factory() as session:
+        task = session.execute(select(TaskRow)).scalar_one()
+        delivery = session.execute(select(DeliveryRow).where(DeliveryRow.delivery_id == "d-nul")).scalar_one()
+    assert "Tidy\ufffdup" in task.body["objective"] and "\x00" not in task.body["objective"]
+    assert delivery.payload["issue"]["title"] == "Tidy\ufffdup"
+    # A body with a literal backslash-u0000 text (no NUL) is stored exactly as sent.
+    literal = issues_labeled_payload(REPO, 10, "tower:ops", title="Escape \\u0000 stays text")
+    assert post(gh, "issues", literal, delivery_id="d-lit").status_code == 202
+    with factory() as session:
+        stored = session.execute(select(DeliveryRow).where(DeliveryRow.delivery_id == "d-lit")).scalar_one()
+    assert stored.payload["issue"]["title"] == "Escape \\u0000 stays text"
+
+
 @pytest.mark.parametrize(
     ("body", "kwargs"),
     [

@@ -547,3 +547,31 @@ def test_the_enqueue_fast_path_keeps_the_apps_http_behaviour(
     }
     assert [p["name"] for p in doc["parameters"]] == ["create_cwom"]
     assert count(factory, TaskRow) == 5
+
+
+@pytest.mark.parametrize(
+    ("patch", "where"),
+    [
+        ({"objective": "before\u0000after"}, "objective"),
+        ({"requested_by": {"kind": "human", "id": "al\u0000ice"}}, "requested_by.id"),
+        ({"target": {"repo": "acme/app", "ref": "ma\u0000in"}}, "target.ref"),
+        ({"idempotency_key": "k\u0000"}, "idempotency_key"),
+        ({"inputs": {"command": "echo \u0000"}}, "inputs"),
+        ({"inputs": {"deep": [{"k\u0000ey": 1}]}}, "inputs"),
+        ({"metadata": {"note": ["ok", "n\u0000ul"]}}, "metadata"),
+    ],
+)
+def test_a_nul_character_anywhere_is_422_and_nothing_is_written(
+    api: httpx.Client, factory: sessionmaker[Session], patch: dict[str, object], where: str
+) -> None:
+    """PostgreSQL's text and jsonb cannot hold U+0000: the contract refuses it on every database,
+    rather than one database storing what the other answers with a 500."""
+    body = {**task_body(), **patch}
+    resp = api.post("/tasks/enqueue", json=body)
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR" and error["field"] == where
+    assert "NUL" in error["message"]
+    assert count(factory, TaskRow) == 0 and count(factory, AuditRow) == 0
+    dry = api.post("/policy/evaluate", json=body)
+    assert dry.status_code == 422 and dry.json()["error"]["field"] == where

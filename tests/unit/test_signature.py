@@ -63,3 +63,18 @@ def test_malformed_or_wrong_headers_are_rejected(header: str | None) -> None:
 def test_no_secrets_or_empty_secret_never_verifies() -> None:
     assert not verify_signature(BODY, sign(BODY, "s3cret"), [])
     assert not verify_signature(BODY, sign(BODY, ""), [""])
+
+
+def test_a_body_with_nul_characters_is_stored_with_replacement_characters() -> None:
+    import orjson
+
+    from control_tower.github.ingest import storable
+
+    payload = {"a\u0000": ["x\u0000y", {"k": "\u0000"}], "n": 1, "t": True, "z": None}
+    clean, raw = storable(payload, orjson.dumps(payload))
+    assert clean == {"a\ufffd": ["x\ufffdy", {"k": "\ufffd"}], "n": 1, "t": True, "z": None}
+    assert orjson.loads(raw) == clean
+    untouched = {"text": "a literal \\u0000 is six characters"}
+    body = orjson.dumps(untouched)
+    assert storable(untouched, body) == (untouched, body)
+    assert storable({"b": "c"}, b'{"b":"c"}')[1] == b'{"b":"c"}'
