@@ -110,6 +110,7 @@ class RunExecutor:
         self.redactor = Redactor(named=settings.secret_values())
         # Step bookkeeping written while the step runs (write-behind); one write in flight per run.
         self._writer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ct-step-writes")
+        self._reclaimer = co.Reclaimer()
 
     def __call__(self, claim: Claim, control: RunControl) -> None:
         """Execute one attempt of a run to a final state, a wait, or a stop."""
@@ -163,7 +164,13 @@ class RunExecutor:
             self._settle_quietly(ctx)
             trace.close()
             if ctx.workspace is not None and not self.settings.keep_workspaces:
-                co.remove_workspace(ctx.workspace)
+                self._reclaimer.discard(ctx.workspace)
+
+    def close(self) -> None:
+        """Release what the executor keeps between runs (the sandbox's spares); the next run makes
+        them again."""
+        if self.sandbox is not None:
+            self.sandbox.close()
 
     # -- the run --------------------------------------------------------------------------------------
 
@@ -567,10 +574,10 @@ class RunExecutor:
         }
 
 
-def probe(requested: str) -> tuple[Sandbox | None, dict[str, Any]]:
+def probe(requested: str, *, spares: int = 0) -> tuple[Sandbox | None, dict[str, Any]]:
     """The usable sandbox (None when no tier works: shell steps then fail SANDBOX_UNAVAILABLE), logged."""
     try:
-        sandbox = probe_sandbox(requested)
+        sandbox = probe_sandbox(requested, spares=spares)
     except SandboxUnavailable as exc:
         info: dict[str, Any] = {
             "tier": None,
@@ -594,7 +601,7 @@ def build_executor(
     github: GitHubHooks | None = None,
 ) -> Executor:
     """The executor for this worker process; the sandbox tier is probed once, here, and logged."""
-    usable, info = probe(settings.sandbox)
+    usable, info = probe(settings.sandbox, spares=settings.sandbox_spares)
     return RunExecutor(
         settings=settings,
         factory=factory,
