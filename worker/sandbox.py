@@ -115,6 +115,18 @@ class Sandbox(Protocol):
     ) -> SandboxResult: ...
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One command as `run` was given it (the workspace resolved, the environment complete)."""
+
+    argv: Sequence[str]
+    workspace: Path
+    limits: SandboxLimits
+    allow_network: bool
+    env: Mapping[str, str]
+    stdin: bytes | None
+
+
 class _Capture:
     """One output pipe, read by the waiting thread: keeps and writes at most `cap` bytes, counts all."""
 
@@ -290,7 +302,8 @@ class _Runner:
         started = time.monotonic()
         workspace = workspace.resolve()
         full_env = {**BASE_ENV, **(env or {})}
-        proc, cgroup, trampoline = self._start(argv, workspace, limits, allow_network, full_env, stdin)
+        job = _Job(argv, workspace, limits, allow_network, full_env, stdin)
+        proc, cgroup, trampoline = self._start(job)
         assert proc.stdout is not None and proc.stderr is not None
         out = _Capture(proc.stdout, limits.output_bytes, stdout_path)
         err = _Capture(proc.stderr, limits.output_bytes, stderr_path)
@@ -325,17 +338,10 @@ class _Runner:
             tier=self.tier,
         )
 
-    def _start(
-        self,
-        argv: Sequence[str],
-        workspace: Path,
-        limits: SandboxLimits,
-        allow_network: bool,
-        env: Mapping[str, str],
-        stdin: bytes | None,
-    ) -> tuple[subprocess.Popen[bytes], RunCgroup | None, bool]:
+    def _start(self, job: _Job) -> tuple[subprocess.Popen[bytes], RunCgroup | None, bool]:
         """The command started in a fresh cgroup: (process, cgroup, whether the trampoline started it)."""
-        cmd, exec_env = self.command(argv, workspace, allow_network, env)
+        argv, workspace, limits, stdin = job.argv, job.workspace, job.limits, job.stdin
+        cmd, exec_env = self.command(argv, workspace, job.allow_network, job.env)
         cgroup = (
             self.cgroups.create(
                 memory_bytes=limits.memory_bytes, pids=limits.pids, cpu_cores=limits.cpu_cores
@@ -459,21 +465,13 @@ class BwrapSandbox(_Runner):
             cmd += ["--setenv", key, value]
         return cmd
 
-    def _start(
-        self,
-        argv: Sequence[str],
-        workspace: Path,
-        limits: SandboxLimits,
-        allow_network: bool,
-        env: Mapping[str, str],
-        stdin: bytes | None,
-    ) -> tuple[subprocess.Popen[bytes], RunCgroup | None, bool]:
-        spare = self._spares.take(limits) if self._spares is not None and stdin is None else None
+    def _start(self, job: _Job) -> tuple[subprocess.Popen[bytes], RunCgroup | None, bool]:
+        spare = self._spares.take(job.limits) if self._spares is not None and job.stdin is None else None
         if spare is not None:
-            if spare.launch(self.options(workspace, allow_network, env), argv, limits):
+            if spare.launch(self.options(job.workspace, job.allow_network, job.env), job.argv, job.limits):
                 return spare.proc, spare.cgroup, True
             spare.discard()
-        return super()._start(argv, workspace, limits, allow_network, env, stdin)
+        return super()._start(job)
 
     def _retire(self, cgroup: RunCgroup) -> None:
         if self._spares is not None:
