@@ -71,7 +71,7 @@ def created_entry(values: dict[str, Any]) -> audit.Entry:
 def record_artifact(session: Session, **fields: Any) -> str:
     """Insert the run's `key` artifact, or update its uri/digest (a later attempt); returns its id.
 
-    `fields` are `artifact_values`'s."""
+    `fields` are `artifact_values`'s keyword arguments."""
     return record_values(session, artifact_values(**fields))
 
 
