@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     keep_workspaces: bool = False
     git_base_url: str = "https://github.com"
     sandbox: Literal["auto", "bwrap", "landlock", "none"] = "auto"
+    # bwrap command starts prepared ahead, each already in its own cgroup (worker/sandbox.py `_Spare`).
+    sandbox_spares: int = Field(default=2, ge=0, le=16)
     worker_lease_seconds: float = 30.0
     worker_poll_interval: float = 0.5
     worker_max_attempts: int = 3

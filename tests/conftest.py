@@ -56,6 +56,11 @@ def make_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
         "trace_root": tmp_path / "traces",
         "workspace_root": tmp_path / "workspaces",
         "log_json": True,
+        # Executors built by tests run their commands directly: a spare (worker/sandbox.py) is a cgroup
+        # and a process kept for the next command until `Worker.run` closes the executor, which a test
+        # calling the executor itself never does. tests/integration/test_sandbox.py runs every escape
+        # through spares too, and checks that closing them leaves nothing.
+        "sandbox_spares": 0,
         "_env_file": None,
     }
     values.update(overrides)

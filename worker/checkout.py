@@ -7,9 +7,13 @@ import errno
 import fcntl
 import hashlib
 import os
+import queue
 import re
 import shutil
+import stat as stat_mod
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +46,8 @@ class Checkout:
     url: str
     ref: str
     commit: str
+    # What the checkout wrote, to tell without git that a run changed nothing (`workspace_diff`).
+    snapshot: Snapshot | None = None
 
 
 def clone_url(base_url: str, repo: str) -> str:
@@ -52,10 +58,12 @@ def clone_url(base_url: str, repo: str) -> str:
     return f"{base_url.rstrip('/')}/{owner}/{name}.git"
 
 
+_GIT_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+
+
 def git_env() -> dict[str, str]:
     """The environment git runs with on the worker: no prompts, no user or system config."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
-    env = {k: v for k, v in os.environ.items() if k in keep}
+    env = {k: v for k in _GIT_ENV_KEEP if (v := os.environ.get(k)) is not None}
     env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"})
     return env
 
@@ -77,6 +85,66 @@ def remove_workspace(path: Path) -> None:
 
     if path.exists() or path.is_symlink():
         shutil.rmtree(path, onerror=_retry)
+
+
+TRASH = ".trash"
+
+
+class Reclaimer:
+    """Deletes finished workspaces off the runs' path: each is renamed into `{root}/.trash` at once (its
+    path is free again, and nothing is left where a run looks), and one background thread deletes it.
+
+    Deleting a workspace (its files, its `.git`, the hard links to the mirror's packs) took ~2 ms, and
+    tens of ms when the disk was busy, in the executor thread after the run's last statement, keeping
+    the slot from its next run. Whatever a crash leaves in the trash is deleted by the next process
+    that discards a workspace under the same root.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._swept: set[Path] = set()
+
+    def discard(self, path: Path) -> None:
+        """Remove the workspace at `path` from its place now; its files are deleted in the background."""
+        trash = path.parent / TRASH
+        target = trash / f"{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            if trash not in self._swept:
+                trash.mkdir(exist_ok=True)
+            os.rename(path, target)
+        except FileNotFoundError:
+            return
+        except OSError:
+            remove_workspace(path)  # cannot rename (odd permissions, a mount point): delete in place
+            return
+        with self._lock:
+            leftovers = [] if trash in self._swept else _abandoned(trash)
+            self._swept.add(trash)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ct-workspace-reclaim", daemon=True)
+                self._thread.start()
+        for item in [*leftovers, target]:
+            self._queue.put(item)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                remove_workspace(item)
+            except OSError:
+                pass  # gone already, or undeletable: a retry would hit the same error
+
+
+def _abandoned(trash: Path) -> list[Path]:
+    """Trash entries whose process is gone (each is named `{run}-{pid}-{random}`)."""
+    found = []
+    for entry in trash.iterdir():
+        owner = entry.name.rsplit("-", 2)[-2] if entry.name.count("-") >= 2 else ""
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            found.append(entry)
+    return found
 
 
 def clone(base_url: str, repo: str, ref: str, dest: Path, *, mirrors: Path | None = None) -> Checkout:
@@ -101,7 +169,7 @@ def clone(base_url: str, repo: str, ref: str, dest: Path, *, mirrors: Path | Non
     except CheckoutFailed:
         remove_workspace(dest)
         raise
-    return Checkout(path=dest, url=url, ref=ref, commit=commit)
+    return Checkout(path=dest, url=url, ref=ref, commit=commit, snapshot=take_snapshot(dest))
 
 
 def _ls_remote(url: str, repo: str, ref: str) -> tuple[str | None, str, str]:
@@ -349,8 +417,107 @@ class Diff:
     truncated: bool
 
 
-def workspace_diff(workspace: Path, *, max_bytes: int = MAX_DIFF_BYTES) -> Diff:
-    """The binary diff of the workspace against HEAD, untracked files included (run outside the sandbox)."""
+# -- a workspace that nothing changed, told without git ------------------------------------------------
+
+# Linux's CLOCK_REALTIME_COARSE: the clock file timestamps come from (a tick, 4 ms at HZ=250, apart).
+_COARSE = getattr(time, "CLOCK_REALTIME_COARSE", 5)
+MAX_SNAPSHOT_ENTRIES = 5000  # past this, a walk in Python costs more than `git status` does in C
+MAX_RACY_BYTES = 8 << 20  # racy content hashed at most (git status would hash those files too)
+Stat = tuple[int, int, int, int]  # inode, mode, size, ctime (ns)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every path of a fresh checkout (`.git` aside) with its inode, mode, size and change time.
+
+    A later change to a path (content, mode, a rename over it, a hard link) sets its ctime to the time
+    of the change, which userspace cannot set back. The snapshot is taken at `taken` (the coarse clock,
+    read after the walk), before anything else touches the workspace, so a change made later has a
+    ctime >= `taken`: a path whose recorded ctime is older and still the same was not changed. Paths
+    whose ctime is not older (written in `taken`'s clock tick) are "racy", as git calls them: their
+    content (or link target) is hashed, and compared too.
+    """
+
+    entries: dict[str, Stat]
+    racy: dict[str, bytes]
+    taken: int
+
+
+def _walk_stats(root: Path, limit: int) -> dict[str, tuple[Stat, str]] | None:
+    """(stat, kind) of every path under `root` but the top-level `.git`; None past `limit` paths."""
+    found: dict[str, tuple[Stat, str]] = {}
+    stack = [("", str(root))]
+    while stack:
+        prefix, where = stack.pop()
+        with os.scandir(where) as entries:
+            for entry in entries:
+                if not prefix and entry.name == ".git":
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                rel = prefix + entry.name
+                kind = "d" if stat_mod.S_ISDIR(st.st_mode) else "l" if stat_mod.S_ISLNK(st.st_mode) else "f"
+                found[rel] = ((st.st_ino, st.st_mode, st.st_size, st.st_ctime_ns), kind)
+                if kind == "d":
+                    stack.append((rel + "/", entry.path))
+                if len(found) > limit:
+                    return None
+    return found
+
+
+def _content_digest(path: Path, kind: str) -> bytes:
+    if kind == "l":
+        return hashlib.sha256(os.fsencode(os.readlink(path))).digest()
+    if kind == "d":
+        return b""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").digest()
+
+
+def take_snapshot(workspace: Path, *, limit: int = MAX_SNAPSHOT_ENTRIES) -> Snapshot | None:
+    """The snapshot of a workspace nothing has touched since its checkout (None: too big, no clock)."""
+    try:
+        walked = _walk_stats(workspace, limit)
+        taken = time.clock_gettime_ns(_COARSE)
+    except OSError:
+        return None
+    if walked is None:
+        return None
+    racy_paths = [(rel, kind) for rel, (st, kind) in walked.items() if st[3] >= taken]
+    if sum(walked[rel][0][2] for rel, _ in racy_paths) > MAX_RACY_BYTES:
+        return None
+    try:
+        racy = {rel: _content_digest(workspace / rel, kind) for rel, kind in racy_paths}
+    except OSError:
+        return None
+    return Snapshot({rel: st for rel, (st, _) in walked.items()}, racy, taken)
+
+
+def unchanged_since(workspace: Path, snapshot: Snapshot) -> bool:
+    """Whether the workspace holds exactly what the snapshot saw (False whenever in doubt)."""
+    try:
+        walked = _walk_stats(workspace, len(snapshot.entries))
+        if walked is None or len(walked) != len(snapshot.entries):
+            return False
+        for rel, (st, kind) in walked.items():
+            if snapshot.entries.get(rel) != st:
+                return False
+            if rel in snapshot.racy and _content_digest(workspace / rel, kind) != snapshot.racy[rel]:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def workspace_diff(
+    workspace: Path, *, max_bytes: int = MAX_DIFF_BYTES, snapshot: Snapshot | None = None
+) -> Diff:
+    """The binary diff of the workspace against HEAD, untracked files included (run outside the sandbox).
+
+    With the checkout's `snapshot`, a workspace nothing changed is told so without running git (a
+    change of any kind, even one git would not report, such as an ignored file, goes to git).
+    """
+    if snapshot is not None and unchanged_since(workspace, snapshot):
+        return Diff("", [], False)
     status = _git(workspace, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
     paths = sorted({e[3:].decode("utf-8", "surrogateescape") for e in status.split(b"\0") if len(e) > 3})
     if not paths:

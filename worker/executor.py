@@ -23,7 +23,7 @@ from policy.errors import ControlTowerError
 from policy.redaction import Redactor
 from worker import checkout as co
 from worker.ai_runtime import record_ai_cost
-from worker.artifacts import record_artifact
+from worker.artifacts import artifact_values
 from worker.github.context import GitHubContext
 from worker.github.hooks import GitHubHooks, PublishSpec
 from worker.github.status import StatusView
@@ -110,6 +110,7 @@ class RunExecutor:
         self.redactor = Redactor(named=settings.secret_values())
         # Step bookkeeping written while the step runs (write-behind); one write in flight per run.
         self._writer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ct-step-writes")
+        self._reclaimer = co.Reclaimer()
 
     def __call__(self, claim: Claim, control: RunControl) -> None:
         """Execute one attempt of a run to a final state, a wait, or a stop."""
@@ -163,7 +164,13 @@ class RunExecutor:
             self._settle_quietly(ctx)
             trace.close()
             if ctx.workspace is not None and not self.settings.keep_workspaces:
-                co.remove_workspace(ctx.workspace)
+                self._reclaimer.discard(ctx.workspace)
+
+    def close(self) -> None:
+        """Release what the executor keeps between runs (the sandbox's spares); the next run makes
+        them again."""
+        if self.sandbox is not None:
+            self.sandbox.close()
 
     # -- the run --------------------------------------------------------------------------------------
 
@@ -314,37 +321,37 @@ class RunExecutor:
                     "digest": manifest["digest"],
                 }
             )
-        outputs: list[dict[str, Any]] = []
-
-        def artifacts(session: Session) -> None:
-            for art in ctx.artifacts:
-                art_id = record_artifact(
-                    session,
-                    run_id=ctx.claim.run_id,
-                    issue_id=ctx.issue_id,
-                    trace_id=ctx.claim.trace_id,
-                    **art,
-                )
-                outputs.append({"kind": "artifact", "id": art_id})
-
-        pending.append(artifacts)
+        # The last step rows and the artifacts go with the transition: one statement on PostgreSQL,
+        # fenced by it, their audit rows chained with its own (the AI cost still takes a fenced
+        # transaction of its own before it).
+        new_artifacts = [
+            artifact_values(
+                run_id=ctx.claim.run_id, issue_id=ctx.issue_id, trace_id=ctx.claim.trace_id, **art
+            )
+            for art in ctx.artifacts
+        ]
         ai = ctx.publish_info.get("ai")
         if ai:  # AI token/cost totals of this attempt onto the CWOM Run's `cost`
             pending.append(
                 lambda s: record_ai_cost(s, run_id=ctx.claim.run_id, attempt=ctx.claim.attempt, totals=ai)
             )
         t1 = time.perf_counter()
-        self._flush(ctx, pending)
+        if pending:
+            self._flush(ctx, pending)
+        else:
+            self._settle(ctx)
+        steps = ctx.step_rows.take() if ctx.step_rows.pending() else None
         moved = ctx.queue.transition(
             ctx.claim,
             status,
             error_code=outcome.error_code,
             error_message=outcome.error_message,
-            outputs=outputs or None,
             telemetry={
                 "timings_ms": {k: round(v, 2) for k, v in ctx.timings.items()},
                 **({"ai": ai} if ai else {}),
             },
+            steps=steps,
+            artifacts=new_artifacts,
         )
         ctx.timed("db", t1)
         if not moved:
@@ -567,10 +574,10 @@ class RunExecutor:
         }
 
 
-def probe(requested: str) -> tuple[Sandbox | None, dict[str, Any]]:
+def probe(requested: str, *, spares: int = 0) -> tuple[Sandbox | None, dict[str, Any]]:
     """The usable sandbox (None when no tier works: shell steps then fail SANDBOX_UNAVAILABLE), logged."""
     try:
-        sandbox = probe_sandbox(requested)
+        sandbox = probe_sandbox(requested, spares=spares)
     except SandboxUnavailable as exc:
         info: dict[str, Any] = {
             "tier": None,
@@ -594,7 +601,7 @@ def build_executor(
     github: GitHubHooks | None = None,
 ) -> Executor:
     """The executor for this worker process; the sandbox tier is probed once, here, and logged."""
-    usable, info = probe(settings.sandbox)
+    usable, info = probe(settings.sandbox, spares=settings.sandbox_spares)
     return RunExecutor(
         settings=settings,
         factory=factory,

@@ -121,6 +121,9 @@ class Worker:
             self._stopped.set()
             for thread in self._threads:
                 thread.join(timeout=5)
+            close = getattr(self.executor, "close", None)
+            if callable(close):
+                close()  # what the executor keeps for the next run (sandbox spares)
             self.queue.release_connections()
             log.info("worker.stopped", worker_id=self.worker_id, executed=self.completed)
 

@@ -25,6 +25,8 @@ from cwom.enums import RUN_TRANSITIONS, RunStatus
 from cwom.tables import RunRow
 from policy.errors import ControlTowerError
 from worker import queue_pg, step_rows
+from worker.artifacts import record_values
+from worker.queue_pg import artifact_outputs
 
 NOTIFY_CHANNEL = "control_tower_runs"
 CANCEL_PREFIX = "cancel:"
@@ -99,6 +101,10 @@ class _Change:
     outputs: list[Any] | None
     telemetry: dict[str, Any] | None
     note: str | None
+    # The attempt's last step rows (rows, current step) and new artifacts (`artifact_values` rows),
+    # written with the transition, fenced by it, their audit rows before its own.
+    steps: tuple[list[dict[str, Any]], str | None] | None = None
+    artifacts: list[dict[str, Any]] | None = None
 
 
 # A change's outcome under group commit: written or fenced out, or the error that failed it alone.
@@ -319,15 +325,23 @@ class RunQueue:
         outputs: list[Any] | None = None,
         telemetry: dict[str, Any] | None = None,
         note: str | None = None,
+        steps: tuple[list[dict[str, Any]], str | None] | None = None,
+        artifacts: list[dict[str, Any]] | None = None,
     ) -> bool:
         """Move a claimed (running) run to `to`; False, with nothing written, when fenced out.
 
-        Not to be called inside `fenced()` for the same run: that transaction holds the row lock.
+        `steps` (step rows, current step) and `artifacts` (new rows from `artifact_values`; a later
+        attempt's update of an existing one is handled too) are written with it, fenced by it, in
+        the same statement on PostgreSQL; each artifact adds `{"kind": "artifact", "id": ...}` to
+        the run's outputs. Not to be called inside `fenced()` for the same run: that transaction
+        holds the row lock.
         """
         to = _status(to)
         if to not in RUN_TRANSITIONS[RunStatus.RUNNING]:
             raise InvalidTransition(message=f"a running run cannot become {to.value}")
-        change = _Change(claim, to, error_code, error_message, outputs, telemetry, note)
+        change = _Change(
+            claim, to, error_code, error_message, outputs, telemetry, note, steps, artifacts or None
+        )
         outcome = self._group.submit(change) if self.group_commit else self._write_group([change])[0]
         if isinstance(outcome, BaseException):
             raise outcome
@@ -475,6 +489,8 @@ class RunQueue:
             outputs=change.outputs,
             telemetry=change.telemetry,
             note=change.note,
+            steps=change.steps,
+            artifacts=change.artifacts,
         )
 
     def _apply(self, batch: Sequence[_Change]) -> list[bool]:
@@ -485,11 +501,27 @@ class RunQueue:
 
     def _apply_one(self, session: Session, change: _Change, now: datetime) -> bool:
         claim, to = change.claim, change.to
+        outputs = change.outputs
+        if change.steps is not None or change.artifacts:
+            # Fence first: a stale worker writes no step row and no artifact either.
+            owned = session.execute(select(RunRow.id).where(*self._owned(claim)).with_for_update()).first()
+            if owned is None:
+                return False
+            if change.steps is not None:
+                step_rows.write_step_rows(
+                    session,
+                    run_id=claim.run_id,
+                    attempt=claim.attempt,
+                    rows=change.steps[0],
+                    current=change.steps[1],
+                )
+            ids = [record_values(session, values) for values in change.artifacts or []]
+            outputs = artifact_outputs(outputs, ids)
         values: dict[str, Any] = {"status": to.value, "updated_at": now, "version": RunRow.version + 1}
         if change.error_code is not None:
             values["error_code"], values["error_message"] = change.error_code, change.error_message
-        if change.outputs is not None:
-            values["outputs"] = change.outputs
+        if outputs is not None:
+            values["outputs"] = outputs
         if to in RUN_TERMINAL:
             values.update(lease_expires_at=None, ended_at=now)
         elif to is RunStatus.WAITING:

@@ -38,10 +38,16 @@ from cwom import audit
 from cwom.audit import Actor
 from cwom.base import new_id, utcnow
 from cwom.enums import RUN_TO_TASK, RunStatus
-from cwom.tables import RunRow
+from cwom.tables import ArtifactRow, RunRow
+from worker import step_rows
+from worker.artifacts import created_entry
+from worker.run_steps import RunStepRow
 
 _RUNS = RunRow.__tablename__
 _TASKS = TaskRow.__tablename__
+_STEPS = RunStepRow.__tablename__
+_ARTIFACTS = ArtifactRow.__tablename__
+_STEP_UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in step_rows.UPDATED)
 _STATUS_CHANGED = "status_changed"
 
 
@@ -379,6 +385,8 @@ class Change:
     outputs: list[Any] | None
     telemetry: dict[str, Any] | None
     note: str | None
+    steps: tuple[list[dict[str, Any]], str | None] | None = None
+    artifacts: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -435,7 +443,12 @@ chg AS (
     SELECT * FROM jsonb_to_recordset(CAST(%(changes)s AS jsonb)) AS chg(
         n int, run text, task text, trace text, attempt int, worker text, status text, task_status text,
         set_error bool, error_code text, error_message text, outputs jsonb, telemetry jsonb,
-        terminal bool, release bool, requeue bool)
+        terminal bool, release bool, requeue bool, steps jsonb, current_step text, artifacts jsonb)
+),
+taken_keys AS (
+    SELECT DISTINCT chg.n FROM chg CROSS JOIN LATERAL jsonb_array_elements(chg.artifacts) AS a(v)
+    JOIN {_ARTIFACTS} x ON x.idempotency_key = a.v->>'idempotency_key'
+    WHERE chg.artifacts IS NOT NULL
 ),
 u AS (
     UPDATE {_RUNS} r SET
@@ -449,19 +462,46 @@ u AS (
         ended_at = CASE WHEN chg.terminal THEN %(now)s ELSE r.ended_at END,
         locked_by = CASE WHEN chg.release THEN NULL ELSE r.locked_by END,
         available_at = CASE WHEN chg.requeue THEN %(now)s ELSE r.available_at END,
-        max_attempts = CASE WHEN chg.requeue THEN r.max_attempts + 1 ELSE r.max_attempts END
+        max_attempts = CASE WHEN chg.requeue THEN r.max_attempts + 1 ELSE r.max_attempts END,
+        current_step = coalesce(chg.current_step, r.current_step)
     FROM chg
     WHERE r.id = chg.run AND r.attempt = chg.attempt AND r.locked_by = chg.worker AND r.status = 'running'
       AND r.trace_id IS NOT DISTINCT FROM chg.trace AND r.task_id IS NOT DISTINCT FROM chg.task
       AND (chg.set_error OR coalesce(r.error_code, '') = '')
+      AND chg.n NOT IN (SELECT n FROM taken_keys)
     RETURNING chg.n, r.id, r.task_id
 ),
 general AS (
     SELECT chg.n FROM chg JOIN {_RUNS} r
       ON r.id = chg.run AND r.attempt = chg.attempt AND r.locked_by = chg.worker AND r.status = 'running'
     WHERE (SELECT count(*) FROM u) < (SELECT count(*) FROM chg)
-      AND NOT (r.trace_id IS NOT DISTINCT FROM chg.trace AND r.task_id IS NOT DISTINCT FROM chg.task
-               AND (chg.set_error OR coalesce(r.error_code, '') = ''))
+      AND (NOT (r.trace_id IS NOT DISTINCT FROM chg.trace AND r.task_id IS NOT DISTINCT FROM chg.task
+                AND (chg.set_error OR coalesce(r.error_code, '') = ''))
+           OR chg.n IN (SELECT n FROM taken_keys))
+),
+final_steps AS (
+    INSERT INTO {_STEPS} (id, run_id, attempt, n, step_id, type, status, started_at, ended_at, output,
+                          error_code, error_message)
+    SELECT s.id, u.id, chg.attempt, s.n, s.step_id, s.type, s.status, s.started_at, s.ended_at, s.output,
+           s.error_code, s.error_message
+    FROM u JOIN chg ON chg.n = u.n CROSS JOIN LATERAL jsonb_to_recordset(chg.steps) AS s(
+        id text, n int, step_id text, type text, status text, started_at timestamptz,
+        ended_at timestamptz, output jsonb, error_code text, error_message text)
+    WHERE chg.steps IS NOT NULL
+    ON CONFLICT (run_id, attempt, n) DO UPDATE SET {_STEP_UPDATES}
+    RETURNING 1
+),
+new_artifacts AS (
+    INSERT INTO {_ARTIFACTS} (id, run_id, issue_id, type, title, uri, digest, verification, idempotency_key,
+                              trace_id, created_at, updated_at)
+    SELECT a.id, u.id, a.issue_id, a.type, a.title, a.uri, a.digest, a.verification, a.idempotency_key,
+           a.trace_id, a.created_at, a.updated_at
+    FROM u JOIN chg ON chg.n = u.n CROSS JOIN LATERAL jsonb_to_recordset(chg.artifacts) AS a(
+        id text, issue_id text, type text, title text, uri text, digest text, verification jsonb,
+        idempotency_key text, trace_id text, created_at timestamptz, updated_at timestamptz)
+    WHERE chg.artifacts IS NOT NULL
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING 1
 ),
 moved_tasks AS (
     UPDATE {_TASKS} t SET status = chg.task_status, updated_at = %(now)s,
@@ -474,7 +514,8 @@ woken AS (SELECT pg_notify(%(channel)s, u.id) FROM u JOIN chg ON chg.n = u.n WHE
 _TRANSITION_RESULT = (
     "(SELECT coalesce(array_agg(n), '{}') FROM u) AS written,"
     " (SELECT coalesce(array_agg(n), '{}') FROM general) AS general,"
-    " (SELECT count(*) FROM moved_tasks) AS moved_tasks, (SELECT count(*) FROM woken) AS woken"
+    " (SELECT count(*) FROM moved_tasks) AS moved_tasks, (SELECT count(*) FROM woken) AS woken,"
+    " (SELECT count(*) FROM final_steps) AS steps_written, (SELECT count(*) FROM new_artifacts) AS artifacts"
 )
 _TRANSITION_GATE = "r.task IN (SELECT n::text FROM u)"
 
@@ -493,6 +534,17 @@ def _refill_statement(worker_id: str, redactor: Any) -> str:
     return _assemble([_TRANSITION_CTES, part.ctes], rows, gate, [_TRANSITION_RESULT, _CLAIM_RESULT])
 
 
+def artifact_outputs(outputs: list[Any] | None, ids: Sequence[str]) -> list[Any] | None:
+    """A run's outputs: those given, then one entry per artifact written with the transition."""
+    if not ids:
+        return outputs
+    return [*(outputs or []), *({"kind": "artifact", "id": i} for i in ids)]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
 def transitions(
     link: Link,
     changes: Sequence[Change],
@@ -507,7 +559,16 @@ def transitions(
 
     Raises when the statement fails, and then nothing of it was written.
     """
-    prepared = audit.prepare([audit_entry(c) for c in changes], redactor)
+    # Each change's artifact rows, then its own, all gated on its update (`task` = its number).
+    entries: list[audit.Entry] = []
+    tasks: list[str] = []
+    for n, change in enumerate(changes):
+        for values in change.artifacts or []:
+            entries.append(created_entry(values))
+            tasks.append(str(n))
+        entries.append(audit_entry(change))
+        tasks.append(str(n))
+    prepared = audit.prepare(entries, redactor)
     rows = []
     for n, change in enumerate(changes):
         row: dict[str, Any] = {
@@ -526,16 +587,28 @@ def transitions(
             "release": change.to in (RunStatus.WAITING, RunStatus.QUEUED),
             "requeue": change.to is RunStatus.QUEUED,
         }
-        if change.outputs is not None:
-            row["outputs"] = change.outputs
+        outputs = artifact_outputs(change.outputs, [str(v["id"]) for v in change.artifacts or []])
+        if outputs is not None:
+            row["outputs"] = outputs
         if change.telemetry:
             row["telemetry"] = change.telemetry
+        if change.steps is not None:
+            row["steps"] = [
+                {**step, "started_at": _iso(step["started_at"]), "ended_at": _iso(step["ended_at"])}
+                for step in change.steps[0]
+            ]
+            row["current_step"] = change.steps[1]
+        if change.artifacts:
+            row["artifacts"] = [
+                {**values, "created_at": _iso(values["created_at"]), "updated_at": _iso(values["updated_at"])}
+                for values in change.artifacts
+            ]
         rows.append(row)
     params: dict[str, Any] = {
         # json.dumps, the serializer SQLAlchemy uses for these columns on the general path: a value
         # it refuses is refused here too (and fails only its own change, see RunQueue).
         "changes": json.dumps(rows),
-        "audit": audit.pg_payload(prepared, tasks=[str(n) for n in range(len(changes))]),
+        "audit": audit.pg_payload(prepared, tasks=tasks),
         "now": now,
         "channel": channel,
     }
@@ -550,6 +623,9 @@ def transitions(
     result = link.execute(statement, params)
     written = set(result.written)
     claimed = _claimed(result.claims) if refill is not None and refill.limit > 0 else []
-    if result.audited != len(written) + len(claimed):  # pragma: no cover - all or nothing
+    artifacts = sum(len(changes[n].artifacts or []) for n in written)
+    if result.artifacts != artifacts:  # pragma: no cover - the update excludes a change whose key exists
+        raise RuntimeError(f"wrote {result.artifacts} of {artifacts} artifacts")
+    if result.audited != len(written) + artifacts + len(claimed):  # pragma: no cover - all or nothing
         raise RuntimeError(f"audited {result.audited} rows for {len(written)} changes, {len(claimed)} claims")
     return Applied(written=written, general=set(result.general), claimed=claimed)

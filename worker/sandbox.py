@@ -18,6 +18,7 @@ Decisions recorded here because callers depend on them:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import resource
@@ -32,9 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
+from control_tower.logs import get_logger
 from policy.errors import ControlTowerError
 from worker.sandbox_cgroup import CgroupManager, RunCgroup, probe_cgroups
 
+log = get_logger(__name__)
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}  # noqa: S108
 SANDBOX_UID = 1000
 CHUNK = 65536
@@ -95,6 +98,8 @@ class Sandbox(Protocol):
 
     def describe(self) -> dict[str, object]: ...
 
+    def close(self) -> None: ...
+
     def run(
         self,
         argv: Sequence[str],
@@ -108,6 +113,18 @@ class Sandbox(Protocol):
         stderr_path: Path | None = None,
         stdin: bytes | None = None,
     ) -> SandboxResult: ...
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One command as `run` was given it (the workspace resolved, the environment complete)."""
+
+    argv: Sequence[str]
+    workspace: Path
+    limits: SandboxLimits
+    allow_network: bool
+    env: Mapping[str, str]
+    stdin: bytes | None
 
 
 class _Capture:
@@ -285,7 +302,46 @@ class _Runner:
         started = time.monotonic()
         workspace = workspace.resolve()
         full_env = {**BASE_ENV, **(env or {})}
-        cmd, exec_env = self.command(argv, workspace, allow_network, full_env)
+        job = _Job(argv, workspace, limits, allow_network, full_env, stdin)
+        proc, cgroup, trampoline = self._start(job)
+        assert proc.stdout is not None and proc.stderr is not None
+        out = _Capture(proc.stdout, limits.output_bytes, stdout_path)
+        err = _Capture(proc.stderr, limits.output_bytes, stderr_path)
+        if stdin is not None and proc.stdin is not None:
+            threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            reason = _pump(pidfd, (out, err), started + limits.wall_seconds, cancel)
+        finally:
+            os.close(pidfd)
+            # Always, even after a clean exit: background children left behind must not outlive the
+            # command. The process is not reaped yet, so its process group id cannot have been reused.
+            self._kill_tree(proc, cgroup)
+            _drain((out, err), 5.0)
+        if reason is None and cgroup is not None and cgroup.oom_killed():
+            reason = "MEMORY_LIMIT"
+        if cgroup is not None:
+            self._retire(cgroup)
+        if proc.returncode == 125 and trampoline and err.kept.startswith(TRAMPOLINE_NAME.encode()):
+            raise SandboxUnavailable(message="the run's cgroup or rlimits could not be applied; not run")
+        return SandboxResult(
+            exit_code=proc.returncode if reason is None or reason == "MEMORY_LIMIT" else None,
+            stdout=bytes(out.kept),
+            stderr=bytes(err.kept),
+            stdout_bytes_total=out.total,
+            stderr_bytes_total=err.total,
+            truncated=out.total > len(out.kept) or err.total > len(err.kept),
+            timed_out=reason == "TIME_BUDGET_EXCEEDED",
+            cancelled=reason == "CANCELLED",
+            killed_reason=reason,
+            duration_s=time.monotonic() - started,
+            tier=self.tier,
+        )
+
+    def _start(self, job: _Job) -> tuple[subprocess.Popen[bytes], RunCgroup | None, bool]:
+        """The command started in a fresh cgroup: (process, cgroup, whether the trampoline started it)."""
+        argv, workspace, limits, stdin = job.argv, job.workspace, job.limits, job.stdin
+        cmd, exec_env = self.command(argv, workspace, job.allow_network, job.env)
         cgroup = (
             self.cgroups.create(
                 memory_bytes=limits.memory_bytes, pids=limits.pids, cpu_cores=limits.cpu_cores
@@ -310,39 +366,14 @@ class _Runner:
             if cgroup is not None:
                 cgroup.destroy()
             raise
-        assert proc.stdout is not None and proc.stderr is not None
-        out = _Capture(proc.stdout, limits.output_bytes, stdout_path)
-        err = _Capture(proc.stderr, limits.output_bytes, stderr_path)
-        if stdin is not None and proc.stdin is not None:
-            threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
-        pidfd = os.pidfd_open(proc.pid)
-        try:
-            reason = _pump(pidfd, (out, err), started + limits.wall_seconds, cancel)
-        finally:
-            os.close(pidfd)
-            # Always, even after a clean exit: background children left behind must not outlive the
-            # command. The process is not reaped yet, so its process group id cannot have been reused.
-            self._kill_tree(proc, cgroup)
-            _drain((out, err), 5.0)
-        if reason is None and cgroup is not None and cgroup.oom_killed():
-            reason = "MEMORY_LIMIT"
-        if cgroup is not None:
-            cgroup.destroy()
-        if proc.returncode == 125 and preexec is None and err.kept.startswith(TRAMPOLINE_NAME.encode()):
-            raise SandboxUnavailable(message="the run's cgroup or rlimits could not be applied; not run")
-        return SandboxResult(
-            exit_code=proc.returncode if reason is None or reason == "MEMORY_LIMIT" else None,
-            stdout=bytes(out.kept),
-            stderr=bytes(err.kept),
-            stdout_bytes_total=out.total,
-            stderr_bytes_total=err.total,
-            truncated=out.total > len(out.kept) or err.total > len(err.kept),
-            timed_out=reason == "TIME_BUDGET_EXCEEDED",
-            cancelled=reason == "CANCELLED",
-            killed_reason=reason,
-            duration_s=time.monotonic() - started,
-            tier=self.tier,
-        )
+        return proc, cgroup, preexec is None
+
+    def _retire(self, cgroup: RunCgroup) -> None:
+        """Remove a finished command's cgroup (empty already: `_kill_tree` waited for that)."""
+        cgroup.destroy()
+
+    def close(self) -> None:
+        """Release what the sandbox keeps between commands (nothing, but for bwrap's spares)."""
 
     @staticmethod
     def _kill_tree(proc: subprocess.Popen[bytes], cgroup: RunCgroup | None) -> None:
@@ -371,9 +402,11 @@ class BwrapSandbox(_Runner):
 
     tier = "bwrap"
 
-    def __init__(self, bwrap: str, cgroups: CgroupManager | None) -> None:
+    def __init__(self, bwrap: str, cgroups: CgroupManager | None, *, spares: int = 0) -> None:
         super().__init__(cgroups)
         self.bwrap = bwrap
+        # Spares only pay with a cgroup to join (see _Spare); without one there is nothing to prepare.
+        self._spares = _Spares(self, spares) if cgroups is not None and spares > 0 else None
 
     def kill_mechanism(self) -> str:
         """bwrap's pid namespace dies with its pid 1, so nothing inside outlives the run."""
@@ -392,15 +425,19 @@ class BwrapSandbox(_Runner):
                 "tmpfs /tmp /root /run /home /var/tmp; workspace rw at its host path; .git ro; "
                 "nothing else of the host (no other workspaces, traces, keys, databases)"
             ),
+            "spares": self._spares.count if self._spares is not None else 0,
         }
 
     def command(
         self, argv: Sequence[str], workspace: Path, allow_network: bool, env: Mapping[str, str]
     ) -> tuple[list[str], dict[str, str]]:
         """The bwrap command line; bwrap itself gets an empty environment too."""
+        return [self.bwrap, *self.options(workspace, allow_network, env), "--", *argv], {}
+
+    def options(self, workspace: Path, allow_network: bool, env: Mapping[str, str]) -> list[str]:
+        """bwrap's options for one command: namespaces, mounts, working directory, environment."""
         ws = str(workspace)
         cmd = [
-            self.bwrap,
             "--unshare-all",
             "--unshare-user",
             "--uid",
@@ -426,7 +463,206 @@ class BwrapSandbox(_Runner):
         cmd += ["--chdir", ws]
         for key, value in env.items():
             cmd += ["--setenv", key, value]
-        return [*cmd, "--", *argv], {}
+        return cmd
+
+    def _start(self, job: _Job) -> tuple[subprocess.Popen[bytes], RunCgroup | None, bool]:
+        spare = self._spares.take(job.limits) if self._spares is not None and job.stdin is None else None
+        if spare is not None:
+            if spare.launch(self.options(job.workspace, job.allow_network, job.env), job.argv, job.limits):
+                return spare.proc, spare.cgroup, True
+            spare.discard()
+        return super()._start(job)
+
+    def _retire(self, cgroup: RunCgroup) -> None:
+        if self._spares is not None:
+            self._spares.retire(cgroup)
+        else:
+            cgroup.destroy()
+
+    def close(self) -> None:
+        """Kill the spares (the next command starts without one, and makes them again)."""
+        if self._spares is not None:
+            self._spares.close()
+
+
+# A spare's command inside the sandbox: bwrap reads its options from a descriptor (`--args`) but the
+# command only from its own argv, fixed when the spare starts. So the command comes as environment
+# variables, which this moves into "$@", unsets, and execs: the command runs with exactly the
+# environment, argv and process tree of a direct start (dash keeps no variable of its own).
+LAUNCHER = (
+    'n=$CT_SANDBOX_ARGC; unset CT_SANDBOX_ARGC; i=0; set --; while [ "$i" -lt "$n" ]; do '
+    'eval "set -- \\"\\$@\\" \\"\\$CT_SANDBOX_ARG_$i\\"; unset CT_SANDBOX_ARG_$i"; i=$((i + 1)); done; '
+    'exec "$@"'
+)
+LAUNCHER_NAME = "control-tower-launch"
+
+
+class _Spare:
+    """A command start prepared ahead: a fresh cgroup, the trampoline's rlimits, and bwrap already
+    inside that cgroup, blocked reading its options (`--args FD`) before it creates any namespace.
+
+    Joining a cgroup is what a lone command waited for most (on cgroup v1 each migration into a new
+    cgroup waits an RCU grace period when none was in progress: ~12 ms here, a third of a `true`
+    run's sandbox time). A spare pays that between commands; a command then writes its cgroup limits
+    (when they differ from the spare's), its options and argv, and bwrap goes on. Confinement is the
+    same as a direct start: the trampoline's rlimits and cgroup hold from bwrap's first instruction,
+    before the command exists. A spare whose trampoline failed (it exits 125 without running bwrap)
+    is never used.
+    """
+
+    def __init__(self, box: BwrapSandbox, limits: SandboxLimits) -> None:
+        assert box.cgroups is not None
+        self.key = (limits.file_size_bytes, limits.open_files)
+        self.cgroup = box.cgroups.create(
+            memory_bytes=limits.memory_bytes, pids=limits.pids, cpu_cores=limits.cpu_cores
+        )
+        read_fd, self.args_fd = os.pipe()
+        try:
+            launch, _ = _launcher(
+                [box.bwrap, "--args", str(read_fd), "--", "/bin/sh", "-c", LAUNCHER, LAUNCHER_NAME],
+                limits,
+                self.cgroup,
+            )
+            self.proc = subprocess.Popen(
+                launch,
+                cwd="/",
+                env={},
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(read_fd,),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except BaseException:
+            os.close(self.args_fd)
+            self.cgroup.destroy()
+            raise
+        finally:
+            os.close(read_fd)
+
+    def launch(self, options: list[str], argv: Sequence[str], limits: SandboxLimits) -> bool:
+        """Let the spare run `argv` with these options and limits; False if it can no longer."""
+        if self.proc.poll() is not None:
+            return False
+        try:
+            self.cgroup.limit(memory_bytes=limits.memory_bytes, pids=limits.pids, cpu_cores=limits.cpu_cores)
+        except OSError:
+            return False
+        words = [*options, "--setenv", "CT_SANDBOX_ARGC", str(len(argv))]
+        for i, arg in enumerate(argv):
+            words += ["--setenv", f"CT_SANDBOX_ARG_{i}", arg]
+        data = memoryview(b"".join(os.fsencode(w) + b"\0" for w in words))
+        fd, self.args_fd = self.args_fd, -1
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def discard(self) -> None:
+        """Kill the spare and remove its cgroup."""
+        if self.args_fd >= 0:
+            os.close(self.args_fd)
+            self.args_fd = -1
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.cgroup.destroy()
+        self.proc.wait()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+class _Spares:
+    """Up to `count` spares for the standard limits, made again by one background thread as they are
+    used (it lives as long as the process: bwrap's --die-with-parent follows the spawning thread).
+
+    The same thread removes finished commands' cgroups (emptied by then): a cgroup's rmdir waits for
+    the cgroup mutex, which a spare's migration holds through its RCU grace period, so removing them
+    inline would only have moved that wait to the end of the command.
+    """
+
+    def __init__(self, box: BwrapSandbox, count: int) -> None:
+        self.box, self.count = box, count
+        self.limits = SandboxLimits()
+        self._ready: list[_Spare] = []
+        self._retired: list[RunCgroup] = []
+        self._lock = threading.Lock()
+        self._working = threading.Lock()  # held by the thread for a round of removing and making
+        self._wanted = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        atexit.register(self.close)  # spares block in a read: at exit, kill them and remove their cgroups
+
+    def take(self, limits: SandboxLimits) -> _Spare | None:
+        """A ready spare for these rlimits (None: start directly); a new one is made meanwhile."""
+        key = (limits.file_size_bytes, limits.open_files)
+        with self._lock:
+            self._closed = False
+            spare = next((s for s in self._ready if s.key == key), None)
+            if spare is not None:
+                self._ready.remove(spare)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._refill, name="ct-sandbox-spares", daemon=True)
+                self._thread.start()
+        self._wanted.set()
+        return spare
+
+    def retire(self, cgroup: RunCgroup) -> None:
+        """Remove this finished command's cgroup in the background."""
+        with self._lock:
+            self._retired.append(cgroup)
+            running = self._thread is not None
+        if running:
+            self._wanted.set()
+        else:
+            cgroup.destroy()  # pragma: no cover - a cgroup comes from a take, which starts the thread
+
+    def close(self) -> None:
+        """Kill the ready spares and remove every cgroup left, once the thread's round is over."""
+        with self._lock:
+            self._closed = True
+        with self._working:
+            with self._lock:
+                ready, self._ready = self._ready, []
+                retired, self._retired = self._retired, []
+            for spare in ready:
+                spare.discard()
+            for cgroup in retired:
+                cgroup.destroy()
+
+    def _refill(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            with self._working:
+                self._round()
+
+    def _round(self) -> None:
+        with self._lock:
+            retired, self._retired = self._retired, []
+        for cgroup in retired:
+            cgroup.destroy()
+        while True:
+            with self._lock:
+                if self._closed or len(self._ready) >= self.count:
+                    return
+            try:
+                spare = _Spare(self.box, self.limits)
+            except Exception:  # no cgroup or process now: commands start directly meanwhile
+                log.warning("sandbox.spare_failed", exc_info=True)
+                time.sleep(1.0)
+                return
+            with self._lock:
+                keep = not self._closed
+                if keep:
+                    self._ready.append(spare)
+            if not keep:
+                spare.discard()
 
 
 # Only what programs need to run. The uid inside maps to the worker's own uid outside, so anything the
@@ -485,8 +721,10 @@ def _bwrap_works(bwrap: str) -> bool:
     return done.returncode == 0
 
 
-def probe_sandbox(requested: str = "auto") -> Sandbox:
-    """The sandbox for this host: "auto" picks bwrap; "none" must be asked for by name."""
+def probe_sandbox(requested: str = "auto", *, spares: int = 0) -> Sandbox:
+    """The sandbox for this host: "auto" picks bwrap; "none" must be asked for by name.
+
+    `spares`: command starts bwrap prepares ahead (`_Spare`; the worker keeps some, see settings)."""
     if requested not in ("auto", "bwrap", "landlock", "none"):
         raise SandboxUnavailable(message=f"unknown sandbox tier {requested!r}")
     cgroups = probe_cgroups()
@@ -496,7 +734,7 @@ def probe_sandbox(requested: str = "auto") -> Sandbox:
         raise SandboxUnavailable(message="the landlock tier is not built; use bwrap or SANDBOX=none")
     bwrap = shutil.which("bwrap")
     if bwrap is not None and _bwrap_works(bwrap):
-        return BwrapSandbox(bwrap, cgroups)
+        return BwrapSandbox(bwrap, cgroups, spares=spares)
     raise SandboxUnavailable(
         message="bubblewrap is missing or cannot create namespaces here; refusing untrusted steps "
         "(set SANDBOX=none to run unconfined)"

@@ -84,6 +84,40 @@ class RunCgroup:
     memory_dir: Path | None
     # The cgroup.procs file of each directory: the sandbox's trampoline writes itself into every one.
     procs_files: list[str] = field(default_factory=list)
+    # v1: the controller of each directory ("memory", "pids", "cpu").
+    controllers: list[str] = field(default_factory=list)
+
+    # The limits last written (memory bytes, pids, cpu cores): `limit` skips what is set already.
+    limits: tuple[int, int, float] | None = None
+
+    def limit(self, *, memory_bytes: int, pids: int, cpu_cores: float) -> None:
+        """Write the run's memory, pids and cpu limits (those that differ from the last written)."""
+        if self.limits == (memory_bytes, pids, cpu_cores):
+            return
+        quota = max(1000, int(cpu_cores * CPU_PERIOD_US))
+        if self.version == 2:
+            d = self.dirs[0]
+            _write(d / "memory.max", str(memory_bytes))
+            with contextlib.suppress(OSError):
+                _write(d / "memory.swap.max", "0")
+            _write(d / "pids.max", str(pids))
+            _write(d / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+        else:
+            for ctrl, d in zip(self.controllers, self.dirs, strict=True):
+                if ctrl == "memory":
+                    # v1 wants limit <= memsw: raising a limit written before takes memsw first.
+                    if self.limits is not None:
+                        with contextlib.suppress(OSError):
+                            _write(d / "memory.memsw.limit_in_bytes", str(memory_bytes))
+                    _write(d / "memory.limit_in_bytes", str(memory_bytes))
+                    with contextlib.suppress(OSError):
+                        _write(d / "memory.memsw.limit_in_bytes", str(memory_bytes))
+                elif ctrl == "pids":
+                    _write(d / "pids.max", str(pids))
+                elif ctrl == "cpu":
+                    _write(d / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+                    _write(d / "cpu.cfs_quota_us", str(quota))
+        self.limits = (memory_bytes, pids, cpu_cores)
 
     def oom_killed(self) -> bool:
         """Whether the kernel OOM-killed something in this run's memory limit."""
@@ -153,16 +187,16 @@ class CgroupManager:
     def create(self, *, memory_bytes: int, pids: int, cpu_cores: float) -> RunCgroup:
         """A fresh child cgroup with the run's limits written."""
         name = f"run-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        quota = max(1000, int(cpu_cores * CPU_PERIOD_US))
         if self.version == 2:
             d = self.parents[""] / name
             d.mkdir()
-            _write(d / "memory.max", str(memory_bytes))
-            with contextlib.suppress(OSError):
-                _write(d / "memory.swap.max", "0")
-            _write(d / "pids.max", str(pids))
-            _write(d / "cpu.max", f"{quota} {CPU_PERIOD_US}")
-            return RunCgroup(2, [d], d, [str(d / "cgroup.procs")])
+            run = RunCgroup(2, [d], d, [str(d / "cgroup.procs")])
+            try:
+                run.limit(memory_bytes=memory_bytes, pids=pids, cpu_cores=cpu_cores)
+            except OSError:
+                run.destroy()
+                raise
+            return run
         dirs: list[Path] = []
         run = RunCgroup(1, dirs, None)
         try:
@@ -170,17 +204,11 @@ class CgroupManager:
                 d = parent / name
                 d.mkdir()
                 dirs.append(d)
+                run.controllers.append(ctrl)
                 if ctrl == "memory":
-                    _write(d / "memory.limit_in_bytes", str(memory_bytes))
-                    with contextlib.suppress(OSError):
-                        _write(d / "memory.memsw.limit_in_bytes", str(memory_bytes))
                     run.memory_dir = d
-                elif ctrl == "pids":
-                    _write(d / "pids.max", str(pids))
-                elif ctrl == "cpu":
-                    _write(d / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-                    _write(d / "cpu.cfs_quota_us", str(quota))
                 run.procs_files.append(str(d / "cgroup.procs"))
+            run.limit(memory_bytes=memory_bytes, pids=pids, cpu_cores=cpu_cores)
         except OSError:
             run.destroy()
             raise

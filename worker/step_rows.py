@@ -25,7 +25,7 @@ from worker.run_steps import RunStepRow, StepStatus
 
 _STEPS = RunStepRow.__table__
 _CONFLICT = ["run_id", "attempt", "n"]
-_UPDATED = ("step_id", "type", "status", "started_at", "ended_at", "output", "error_code", "error_message")
+UPDATED = ("step_id", "type", "status", "started_at", "ended_at", "output", "error_code", "error_message")
 
 
 class StepRows:
@@ -100,7 +100,7 @@ class StepRows:
 
 def _upsert(dialect: Any) -> Any:
     stmt = dialect.insert(_STEPS)
-    return stmt.on_conflict_do_update(index_elements=_CONFLICT, set_={c: stmt.excluded[c] for c in _UPDATED})
+    return stmt.on_conflict_do_update(index_elements=_CONFLICT, set_={c: stmt.excluded[c] for c in UPDATED})
 
 
 # Built once, so SQLAlchemy compiles each once; rows go as executemany parameters.
@@ -151,7 +151,7 @@ up AS (
     SELECT steps.id, owned.id, %(attempt)s, steps.n, steps.step_id, steps.type, steps.status,
            steps.started_at, steps.ended_at, steps.output, steps.error_code, steps.error_message
     FROM steps CROSS JOIN owned
-    ON CONFLICT (run_id, attempt, n) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED)}
+    ON CONFLICT (run_id, attempt, n) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in UPDATED)}
     RETURNING 1
 ),
 cur AS (

@@ -232,7 +232,8 @@ def run_collect(ctx: StepContext, spec: CollectSpec) -> StepOutcome:
     if ctx.workspace is None:
         return StepOutcome(StepStatus.COMPLETED, {"changed": False})
     started = time.perf_counter()
-    diff = co.workspace_diff(ctx.workspace)
+    snapshot = ctx.checkout.snapshot if ctx.checkout is not None else None
+    diff = co.workspace_diff(ctx.workspace, snapshot=snapshot)
     ctx.timed("checkout", started)
     if not diff.paths:
         return StepOutcome(StepStatus.COMPLETED, {"changed": False, "paths": []})

@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
+
 from policy.errors import ControlTowerError
 from policy.redaction import Redactor
 
@@ -80,9 +82,25 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _dumps(obj: Any, *, indent: int | None = None) -> bytes:
-    # Lone surrogates (undecodable bytes) become \\udcXX escapes instead of invalid UTF-8.
+    """UTF-8 JSON of plain data (`_jsonable`'s): compact, or indented by 2 (the only indent used).
+
+    orjson writes the standard encoder's layout (`ensure_ascii=False`; ", " and ": " when indented)
+    and the same values, ~10-50x faster: with an indent the standard encoder falls back to pure Python,
+    which was the largest Python cost of writing a trace. Two spellings differ: a float below 1e-4
+    is written positionally or as 1e-7 (not 1e-07), and NaN/Infinity, which JSON has not, as null.
+    What orjson refuses (a lone surrogate from undecodable bytes, an integer past 64 bits) goes
+    through the standard encoder, lone surrogates becoming \\udcXX escapes instead of invalid UTF-8.
+    """
+    if indent in (None, 2):
+        try:
+            return orjson.dumps(obj, option=_ORJSON_INDENT if indent else 0)
+        except (TypeError, orjson.JSONEncodeError):
+            pass
     text = json.dumps(obj, ensure_ascii=False, indent=indent, separators=None if indent else (",", ":"))
     return text.encode("utf-8", "backslashreplace")
+
+
+_ORJSON_INDENT = orjson.OPT_INDENT_2
 
 
 def _sha256_file(path: Path) -> str:
@@ -168,6 +186,7 @@ class TraceWriter:
         self._redactor = redactor
         self._fsync = fsync
         self._lock = threading.Lock()
+        self._step_dirs: set[Path] = set()
         # A manifest from an earlier attempt no longer describes the folder once we write again.
         with contextlib.suppress(FileNotFoundError):
             (self.path / MANIFEST).unlink()
@@ -278,7 +297,9 @@ class TraceWriter:
         if n < 0 or not _STEP_ID.fullmatch(step_id):
             raise TraceError("INVALID_TRACE_NAME", f"bad step {n}-{step_id[:40]!r}", field="step_id")
         folder = self.path / "steps" / f"{n}-{step_id}"
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder not in self._step_dirs:  # a step writes its result and both logs: one mkdir
+            folder.mkdir(parents=True, exist_ok=True)
+            self._step_dirs.add(folder)
         return folder
 
     def write_step_result(self, n: int, step_id: str, result: dict[str, Any]) -> Path:

@@ -189,3 +189,91 @@ def test_concurrent_checkouts_while_the_remote_moves(remote: Path, tmp_path: Pat
         assert (counter.read_text() if counter.exists() else None) == (f"{index - 1}\n" if index else None)
     final = co.clone(base(remote), "acme/app", "main", tmp_path / "ws" / "final")
     assert final.commit == pushed[-1]
+
+
+def _no_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """git cannot be found: a diff that still works was told without it."""
+    empty = tmp_path / "no-git-here"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv("PATH", str(empty))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "same size, at once",  # in the checkout's clock tick: caught by the racy content hash
+        "same size, later",
+        "mode",
+        "mtime set back",
+        "new file",
+        "new empty dir",
+        "deleted",
+        "replaced by a symlink",
+        "ignored file",
+    ],
+)
+def test_the_checkout_snapshot_never_hides_a_change(
+    change: str, remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever changes after the checkout sends the diff to git, which decides; only an untouched
+    workspace is answered from the snapshot (git is not even on the PATH for that one)."""
+    (remote / ".work" / "acme/app" / ".gitignore").write_text("*.log\n")
+    push_change(remote, ".gitignore", "*.log\n")
+    out = co.clone(base(remote), "acme/app", "main", tmp_path / "ws")
+    ws, snap = out.path, out.snapshot
+    assert snap is not None and "src/app.py" in snap.entries and ".git" not in snap.entries
+    app = ws / "src" / "app.py"
+    if change == "same size, at once":
+        app.write_text("print('HELLO')\n")
+    elif change == "same size, later":
+        threading.Event().wait(0.01)
+        app.write_text("print('HELLO')\n")
+    elif change == "mode":
+        app.chmod(0o755)
+    elif change == "mtime set back":
+        before = app.stat()
+        app.write_text("print('hallo')\n")
+        import os
+
+        os.utime(app, ns=(before.st_atime_ns, before.st_mtime_ns))
+    elif change == "new file":
+        (ws / "new.txt").write_text("x")
+    elif change == "new empty dir":
+        (ws / "empty").mkdir()
+    elif change == "deleted":
+        (ws / "README.md").unlink()
+    elif change == "replaced by a symlink":
+        app.unlink()
+        app.symlink_to("../README.md")
+    elif change == "ignored file":
+        (ws / "debug.log").write_text("x")
+    assert not co.unchanged_since(ws, snap)
+    diff = co.workspace_diff(ws, snapshot=snap)
+    expected = {
+        "same size, at once": ["src/app.py"],
+        "same size, later": ["src/app.py"],
+        "mode": ["src/app.py"],
+        "mtime set back": ["src/app.py"],
+        "new file": ["new.txt"],
+        "new empty dir": [],
+        "deleted": ["README.md"],
+        "replaced by a symlink": ["src/app.py"],
+        "ignored file": [],
+    }[change]
+    assert diff.paths == expected
+    _no_git(monkeypatch, tmp_path)
+    with pytest.raises(FileNotFoundError):
+        co.workspace_diff(ws, snapshot=snap)
+
+
+def test_an_untouched_workspace_is_answered_without_git(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = co.clone(base(remote), "acme/app", "main", tmp_path / "ws")
+    assert out.snapshot is not None
+    _no_git(monkeypatch, tmp_path)
+    assert co.workspace_diff(out.path, snapshot=out.snapshot) == co.Diff("", [], False)
+    # Without the snapshot (or past its size limit) git is asked, here in vain.
+    with pytest.raises(FileNotFoundError):
+        co.workspace_diff(out.path)
+    assert co.take_snapshot(out.path, limit=1) is None

@@ -330,3 +330,33 @@ def test_fenced_step_rows_are_written_only_by_the_claim_that_holds_the_run(
     assert stored[0]["output"] == {"commit": "abc"} and stored[0]["started_at"] is not None
     assert stored[0]["ended_at"] is not None and stored[1]["ended_at"] is None
     assert run_row(factory, run_id).current_step == "shell"
+
+
+def test_runs_through_the_workers_sandbox_spares_leave_nothing_behind(
+    db_url: str, tmp_path: Path, factory: sessionmaker[Session]
+) -> None:
+    """As a worker runs (SANDBOX_SPARES=2): several runs' commands go through spares, their diffs are
+    still found, and when the worker stops no cgroup or spare of this process is left."""
+    import os
+
+    from worker.sandbox_cgroup import probe_cgroups
+
+    settings = make_settings(
+        db_url,
+        tmp_path,
+        git_base_url=make_remote(tmp_path / "remote"),
+        policy_min_time_budget=1,
+        sandbox_spares=2,
+    )
+    changed = enqueue(factory, settings, **ops("echo hi > out.txt"))
+    untouched = [enqueue(factory, settings, **ops("true")) for _ in range(3)]
+    assert drain(factory, settings, build_executor(settings, factory), concurrency=2) == 4
+    assert run_row(factory, changed).status == "done" and set(artifacts(factory, changed)) == {
+        "trace",
+        "patch",
+    }
+    for run_id in untouched:
+        assert run_row(factory, run_id).status == "done" and set(artifacts(factory, run_id)) == {"trace"}
+    manager = probe_cgroups()
+    for parent in manager.parents.values() if manager is not None else []:
+        assert list(parent.glob(f"run-{os.getpid()}-*")) == []

@@ -720,3 +720,58 @@ def test_heartbeat_all_renews_what_is_held_and_names_what_was_lost(
     assert queue.heartbeat_all([kept, done, cancelled]) == {kept.run_id}
     assert run_row(factory, kept.run_id).lease_expires_at == clock.now + timedelta(seconds=10)
     assert queue.heartbeat_all([]) == set()
+
+
+def test_a_transition_writes_its_step_rows_and_artifacts_fenced(
+    factory: sessionmaker[Session], settings: Settings, queue: RunQueue, clock: FakeClock, engine: Engine
+) -> None:
+    """The last step rows and the artifacts go with the final transition (one statement on
+    PostgreSQL): written only by the holder, audited before the status change, and an artifact a
+    previous attempt made is updated (its id kept) rather than created twice."""
+    from cwom.tables import ArtifactRow
+    from worker.artifacts import artifact_values
+    from worker.run_steps import RunStepRow, StepStatus
+    from worker.step_rows import StepRows
+
+    def final_writes(claim: Claim, digest: str) -> tuple[Any, list[dict[str, Any]]]:
+        rows = StepRows()
+        rows.begin(1, "shell", "shell")
+        rows.end(1, "shell", "shell", StepStatus.COMPLETED, output={"exit_code": 0})
+        art = artifact_values(
+            run_id=claim.run_id, issue_id=None, key="trace", type="trace", title="t",
+            uri=f"file:///t/{digest}", digest=digest, trace_id=claim.trace_id,
+        )  # fmt: skip
+        return rows.take(), [art]
+
+    run_id = enqueue(factory, settings)
+    [first] = queue.claim("w1")
+    steps, arts = final_writes(first, "sha256:one")
+    assert queue.transition(first, RunStatus.QUEUED, steps=steps, artifacts=arts, note="released")
+    [second] = queue.claim("w2")
+    steps2, arts2 = final_writes(second, "sha256:two")
+    # The first attempt no longer holds the run: none of its writes land.
+    stale_steps, stale_arts = final_writes(first, "sha256:stale")
+    assert not queue.transition(first, RunStatus.DONE, steps=stale_steps, artifacts=stale_arts)
+    assert queue.transition(second, RunStatus.DONE, steps=steps2, artifacts=arts2)
+    with factory() as session:
+        [artifact] = session.scalars(select(ArtifactRow).where(ArtifactRow.run_id == run_id)).all()
+        step_rows = session.scalars(select(RunStepRow).where(RunStepRow.run_id == run_id)).all()
+        audit_rows = session.scalars(select(AuditRow).order_by(AuditRow.seq)).all()
+    assert (artifact.id, artifact.digest) == (arts[0]["id"], "sha256:two")  # the first id, updated
+    assert sorted((s.attempt, s.step_id, s.status) for s in step_rows) == [
+        (1, "shell", "completed"),
+        (2, "shell", "completed"),
+    ]
+    row = run_row(factory, run_id)
+    assert row.status == "done" and row.current_step == "shell"
+    assert row.outputs == [{"kind": "artifact", "id": arts[0]["id"]}]
+    mine = [(r.entity_kind, r.action) for r in audit_rows if r.entity_id in (run_id, arts[0]["id"])]
+    assert mine[mine.index(("artifact", "created")) :] == [
+        ("artifact", "created"),
+        ("run", "status_changed"),  # released by attempt 1, in the same statement
+        ("run", "status_changed"),  # claimed by attempt 2
+        ("artifact", "updated"),  # the stale attempt's writes are nowhere
+        ("run", "status_changed"),  # done
+    ]
+    assert not any(r.after and r.after.get("digest") == "sha256:stale" for r in audit_rows)
+    chain_ok(engine)

@@ -19,12 +19,16 @@ from worker.sandbox_cgroup import probe_cgroups
 FAST = SandboxLimits(wall_seconds=10.0)
 
 
-@pytest.fixture(scope="module")
-def box() -> Sandbox:
+@pytest.fixture(scope="module", params=[0, 2], ids=["direct", "spares"])
+def box(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    """bwrap as probed, starting each command directly, and as the worker runs it: with spares (each
+    escape below is tried through a spare too; a spare's cgroup limits are rewritten per command)."""
     try:
-        return probe_sandbox("bwrap")
+        sandbox = probe_sandbox("bwrap", spares=request.param)
     except SandboxUnavailable as exc:
         pytest.skip(f"bubblewrap cannot run on this host: {exc.message}")
+    yield sandbox
+    sandbox.close()
 
 
 @pytest.fixture
@@ -287,6 +291,46 @@ def test_none_tier_clears_env_and_kills_group(ws: Path, monkeypatch: pytest.Monk
     assert processes_with("4545") == []
 
 
+def test_a_spare_runs_the_exact_argv_and_environment(box: Sandbox, ws: Path) -> None:
+    """The spare's launcher hands over every argument byte for byte (quotes, newlines, `$`, `=`,
+    backslashes, an empty one) and leaves nothing of its own in the environment."""
+    argv = ["sh", "-c", 'for a in "$@"; do printf "<%s>" "$a"; done; echo; echo =ENV=; env', "zero"]
+    odd = ["it's", 'say "hi"', "two\nlines", "$HOME `id` $(id)", "a=b", "back\\slash", "", "-- --x"]
+    env = {"CALLER_VAR": "x y\nz"}
+    for _ in range(3):  # the first may start directly; the later ones through a spare when there are
+        result = box.run([*argv, *odd], workspace=ws, limits=FAST, env=env)
+        assert result.exit_code == 0, result
+        first, _, rest = result.stdout.decode().partition("\n=ENV=\n")
+        assert first == "".join(f"<{a}>" for a in odd)
+        names = sorted(line.split("=", 1)[0] for line in rest.splitlines() if "=" in line.split(" ")[0])
+        assert names == ["CALLER_VAR", "HOME", "LANG", "PATH", "PWD"], rest
+        assert "CALLER_VAR=x y\nz" in rest
+        time.sleep(0.1)
+
+
+def test_spares_are_used_and_closed(ws: Path) -> None:
+    """A worker's sandbox keeps its spares ready between commands, each its own cgroup and bwrap
+    blocked before any namespace; close() kills them and removes every cgroup."""
+    try:
+        box = probe_sandbox("bwrap", spares=2)
+    except SandboxUnavailable as exc:
+        pytest.skip(f"bubblewrap cannot run on this host: {exc.message}")
+    if box.describe()["cgroup"] is None:
+        box.close()
+        pytest.skip("no cgroups: spares are not used")
+    assert box.describe()["spares"] == 2
+    first = box.run(["true"], workspace=ws, limits=FAST)
+    deadline = time.monotonic() + 10
+    while len(processes_with("--args")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    waiting = processes_with("--args")
+    assert first.exit_code == 0 and len(waiting) >= 2
+    second = box.run(["sh", "-c", "echo via spare"], workspace=ws, limits=FAST)
+    assert second.exit_code == 0 and second.stdout == b"via spare\n"
+    box.close()
+    assert [p for p in processes_with("--args") if p in waiting] == []
+
+
 def test_landlock_tier_is_refused() -> None:
     with pytest.raises(SandboxUnavailable) as info:
         probe_sandbox("landlock")
@@ -294,8 +338,12 @@ def test_landlock_tier_is_refused() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_cgroups() -> Iterator[None]:
+def _no_leftover_cgroups(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
+    if "box" in request.fixturenames:
+        # Spares hold cgroups for the next commands, and finished commands' cgroups go in the
+        # background: closing the sandbox removes them all, so whatever is left outlived its run.
+        request.getfixturevalue("box").close()
     manager = probe_cgroups()
     for parent in manager.parents.values() if manager is not None else []:
         assert list(parent.glob(f"run-{os.getpid()}-*")) == [], "a run cgroup outlived its run"
