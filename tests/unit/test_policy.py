@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from policy import PolicyCode, PolicyConfig, PolicyError, TaskCreateV1, evaluate, repo_allowed
 from policy.contract import Constraints, RequestedBy, Target
 from tests.conftest import task_body
+from tests.support.strategies import storable_text
 
 ALLOW_ACME = PolicyConfig(allowed_repo_prefixes=("acme",))
 
@@ -116,11 +117,13 @@ def test_doctrine_can_only_tighten() -> None:
 tasks = st.builds(
     TaskCreateV1,
     requested_by=st.builds(
-        RequestedBy, kind=st.sampled_from(["human", "agent", "system"]), id=st.text(min_size=1, max_size=20)
+        RequestedBy,
+        kind=st.sampled_from(["human", "agent", "system"]),
+        id=storable_text(min_size=1, max_size=20),
     ),
-    objective=st.text(min_size=1, max_size=50).filter(lambda s: s.strip()),
+    objective=storable_text(min_size=1, max_size=50).filter(lambda s: s.strip()),
     operation=st.one_of(
-        st.sampled_from(["code_change", "docs", "analysis", "ops"]), st.text(min_size=1, max_size=12)
+        st.sampled_from(["code_change", "docs", "analysis", "ops"]), storable_text(min_size=1, max_size=12)
     ),
     target=st.builds(Target, repo=st.from_regex(r"\A[a-z0-9][a-z0-9._-]{0,8}/[a-z0-9._-]{1,8}\Z")),
     constraints=st.builds(
@@ -132,7 +135,7 @@ tasks = st.builds(
 )
 configs = st.builds(
     PolicyConfig,
-    allowed_repo_prefixes=st.lists(st.text(max_size=10), max_size=4).map(tuple),
+    allowed_repo_prefixes=st.lists(storable_text(max_size=10), max_size=4).map(tuple),
     allow_network=st.booleans(),
     allow_secrets=st.booleans(),
 )

@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 from cwom.enums import IssueType, Priority
 from cwom.task_adapter import TITLE_MAX, cwom_to_task, issue_title, priority_band, task_to_cwom
 from policy.contract import TaskCreateV1
+from tests.support.strategies import storable_text
 
-json_leaf = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+json_leaf = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | storable_text(max_size=20)
 json_value = st.recursive(
     json_leaf,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(storable_text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
 slug_part = st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,15}", fullmatch=True)
@@ -33,20 +34,20 @@ tasks = st.builds(
         "idempotency_key": key,
     },
     st.sampled_from(["human", "agent", "system"]),
-    st.text(min_size=1, max_size=30).filter(str.strip),
-    st.text(min_size=1, max_size=300).filter(str.strip),
+    storable_text(min_size=1, max_size=30).filter(str.strip),
+    storable_text(min_size=1, max_size=300).filter(str.strip),
     st.sampled_from(["code_change", "docs", "analysis", "ops"]),
     slug_part,
     slug_part,
-    st.text(min_size=1, max_size=20),
-    st.none() | st.text(max_size=30),
+    storable_text(min_size=1, max_size=20),
+    st.none() | storable_text(max_size=30),
     st.integers(1, 86_400),
     st.booleans(),
     st.booleans(),
-    st.dictionaries(st.text(max_size=8), json_value, max_size=4),
-    st.dictionaries(st.text(max_size=8), json_value, max_size=3),
+    st.dictionaries(storable_text(max_size=8), json_value, max_size=4),
+    st.dictionaries(storable_text(max_size=8), json_value, max_size=3),
     st.integers(0, 1000),
-    st.none() | st.text(min_size=1, max_size=40),
+    st.none() | storable_text(min_size=1, max_size=40),
 )
 
 
