@@ -360,3 +360,59 @@ def test_runs_through_the_workers_sandbox_spares_leave_nothing_behind(
     manager = probe_cgroups()
     for parent in manager.parents.values() if manager is not None else []:
         assert list(parent.glob(f"run-{os.getpid()}-*")) == []
+
+
+def test_a_claim_is_loaded_in_one_statement_on_postgresql(
+    wsettings: Settings, factory: sessionmaker[Session]
+) -> None:
+    """The executor's load: the same task, doctrine reasons and times either way; on PostgreSQL one
+    round trip (one statement in autocommit, no BEGIN or ROLLBACK)."""
+    import psycopg
+    from psycopg._connection_base import BaseConnection
+
+    from cwom.tables import DoctrineRefRow, run_doctrine_refs
+    from worker import queue_pg
+
+    run_id = enqueue(factory, wsettings, **ops("true"))
+    with factory() as session, session.begin():
+        for namespace, content in [("acme/app", {"approval_required": ["ops"]}), ("acme/other", {})]:
+            ref = DoctrineRefRow(namespace=namespace, name="d", version="1", hash="sha256:x", content=content)
+            session.add(ref)
+            session.flush()
+            session.execute(run_doctrine_refs.insert().values(run_id=run_id, doctrine_ref_id=ref.id))
+    queue = make_queue(factory, wsettings)
+    (claim,) = queue.claim("loader", limit=1)
+    executor = build_executor(wsettings, factory)
+    assert isinstance(executor, RunExecutor)
+    calls: list[str] = []
+    saved = psycopg.Cursor.execute, BaseConnection._exec_command
+
+    def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(str(query))
+        return saved[0](self, query, *args, **kwargs)
+
+    def command(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(str(command))
+        return saved[1](self, command, *args, **kwargs)
+
+    queue.hold_connections()
+    try:
+        if queue.loads_directly:
+            queue.load(claim.run_id)  # the kept connection is made (and set up) by a first statement
+        psycopg.Cursor.execute, BaseConnection._exec_command = execute, command  # type: ignore[method-assign]
+        try:
+            loaded = executor._load(claim, queue)
+        finally:
+            psycopg.Cursor.execute, BaseConnection._exec_command = saved  # type: ignore[method-assign]
+        link, queue._load_link = queue._load_link, None  # the ORM session's path, for comparison
+        by_orm = executor._load(claim, queue)
+        queue._load_link = link
+    finally:
+        queue.release_connections()
+    if queue.is_postgresql:
+        assert calls == [queue_pg.LOAD]  # no BEGIN, no ROLLBACK, no other statement
+    assert loaded == by_orm
+    assert loaded.task == task_row(factory, run_id).body
+    assert loaded.approval_reasons == ["doctrine:acme/app"]
+    assert loaded.created_at == run_row(factory, run_id).created_at.isoformat()
+    assert loaded.issue_id == run_row(factory, run_id).issue_id
