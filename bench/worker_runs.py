@@ -49,6 +49,8 @@ FILES: dict[str, bytes | str] = {
 PHASES = ("checkout", "sandbox", "trace", "db", "total")
 CONCURRENCIES = (1, 2, 4)
 PROCESS_CONCURRENCY = 2
+# `--workspaces DIR`: the workspaces (and mirrors) there, e.g. on a tmpfs; traces stay under the tmp root.
+WORKSPACES: Path | None = None
 _TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
 
@@ -119,7 +121,7 @@ def _settings(url: str, root: Path, base: str) -> Settings:
         database_url=url,
         jct_allowed_repo_prefixes=["acme"],
         trace_root=root / "traces",
-        workspace_root=root / "workspaces",
+        workspace_root=(WORKSPACES or root) / "workspaces" / root.name,
         git_base_url=base,
         log_level="WARNING",
         worker_lease_seconds=30,
@@ -292,7 +294,14 @@ def main() -> None:
     parser.add_argument(
         "--processes", type=int, default=2, help="worker processes of the CLI round (0: none)"
     )
+    parser.add_argument(
+        "--workspaces", type=Path, default=None, help="where workspaces go (default: beside the traces)"
+    )
     args = parser.parse_args()
+    global WORKSPACES
+    WORKSPACES = (
+        Path(tempfile.mkdtemp(prefix="ct-bench-ws-", dir=args.workspaces)) if args.workspaces else None
+    )
     tune_process()  # as `control-tower worker` does
     configure_logging("WARNING")
     root = Path(tempfile.mkdtemp(prefix="ct-bench-runs-"))
@@ -332,6 +341,10 @@ def main() -> None:
                 flush=True,
             )
     print(json.dumps({"floor_ms": floor, "rounds": results}, indent=2))
+    if WORKSPACES is not None:
+        import shutil
+
+        shutil.rmtree(WORKSPACES, ignore_errors=True)
 
 
 @contextmanager
