@@ -49,6 +49,69 @@ FILES: dict[str, bytes | str] = {
 PHASES = ("checkout", "sandbox", "trace", "db", "total")
 CONCURRENCIES = (1, 2, 4)
 PROCESS_CONCURRENCY = 2
+# `--workspaces DIR`: the workspaces (and mirrors) there, e.g. on a tmpfs; traces stay under the tmp root.
+WORKSPACES: Path | None = None
+_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int | str) -> tuple[float, float]:
+    """(own, reaped children's) CPU ms of a process, from /proc (0, 0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0, 0.0
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime) * _TICK_MS, (cutime + cstime) * _TICK_MS
+
+
+def _pg_cpu() -> float:
+    """CPU ms of the local PostgreSQL: every live postgres process, plus the backends its postmaster
+    has reaped (the postmaster's children's time). Other databases' work on the server counts too."""
+    procs: dict[str, str] = {}  # pid -> parent pid, of postgres processes
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(entry.path, "comm").read_text().strip() == "postgres":
+                procs[entry.name] = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue
+    total = 0.0
+    for pid, ppid in procs.items():
+        own, reaped = _proc_cpu(pid)
+        total += own + (reaped if ppid not in procs else 0.0)  # the postmaster: its reaped backends
+    return total
+
+
+class _Statements:
+    """Counts the round trips psycopg makes in this process: statements and transaction commands."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> _Statements:
+        import psycopg
+        from psycopg._connection_base import BaseConnection
+
+        def counting(owner: Any, name: str) -> None:
+            original = getattr(owner, name)
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                self.count += 1
+                return original(*args, **kwargs)
+
+            self._saved.append((owner, name, original))
+            setattr(owner, name, wrapper)
+
+        counting(psycopg.Cursor, "execute")
+        counting(psycopg.Cursor, "executemany")
+        counting(BaseConnection, "_exec_command")  # BEGIN, COMMIT, ROLLBACK, SET...
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
 
 
 def _settings(url: str, root: Path, base: str) -> Settings:
@@ -58,7 +121,7 @@ def _settings(url: str, root: Path, base: str) -> Settings:
         database_url=url,
         jct_allowed_repo_prefixes=["acme"],
         trace_root=root / "traces",
-        workspace_root=root / "workspaces",
+        workspace_root=(WORKSPACES or root) / "workspaces" / root.name,
         git_base_url=base,
         log_level="WARNING",
         worker_lease_seconds=30,
@@ -119,9 +182,23 @@ def _round(url: str, root: Path, base: str, runs: int, concurrency: int) -> dict
         concurrency=concurrency,
         poll_interval=0.01,
     )
+    before, pg_before = os.times(), _pg_cpu()
     started = time.perf_counter()
-    worker.run(until_idle=True)
+    with _Statements() as statements:
+        worker.run(until_idle=True)
     result = _summary(factory, run_ids, time.perf_counter() - started)
+    after, pg_after = os.times(), _pg_cpu()
+    result["cpu_ms_per_run"] = {
+        "worker": (after.user + after.system - before.user - before.system) * 1000 / runs,
+        "worker_user": (after.user - before.user) * 1000 / runs,
+        "children": (
+            after.children_user + after.children_system - before.children_user - before.children_system
+        )
+        * 1000
+        / runs,
+        "pg": (pg_after - pg_before) / runs,
+    }
+    result["statements_per_run"] = statements.count / runs
     engine.dispose()
     return result
 
@@ -149,10 +226,26 @@ def _processes_round(url: str, root: Path, base: str, runs: int, processes: int)
         "--concurrency",
         str(PROCESS_CONCURRENCY),
     ]
+    before, pg_before = os.times(), _pg_cpu()
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(processes)]
-    for proc in procs:
-        proc.wait()
+    last: dict[int, tuple[float, float]] = {}
+    while any(proc.poll() is None for proc in procs):
+        for proc in procs:
+            sample = _proc_cpu(proc.pid)
+            if sample != (0.0, 0.0):
+                last[proc.pid] = sample
+        time.sleep(0.02)
+    after, pg_after = os.times(), _pg_cpu()
     result = _summary(factory, run_ids, 1.0)
+    everything = (
+        after.children_user + after.children_system - before.children_user - before.children_system
+    ) * 1000
+    own = sum(o for o, _ in last.values())  # the workers' own time, as last seen (within 20 ms of their end)
+    result["cpu_ms_per_run"] = {
+        "worker": own / runs,
+        "children": (everything - own) / runs,
+        "pg": (pg_after - pg_before) / runs,
+    }
     if result["span"] is not None:
         first, last = result["span"]
         result["seconds"] = (last - first).total_seconds()
@@ -201,7 +294,14 @@ def main() -> None:
     parser.add_argument(
         "--processes", type=int, default=2, help="worker processes of the CLI round (0: none)"
     )
+    parser.add_argument(
+        "--workspaces", type=Path, default=None, help="where workspaces go (default: beside the traces)"
+    )
     args = parser.parse_args()
+    global WORKSPACES
+    WORKSPACES = (
+        Path(tempfile.mkdtemp(prefix="ct-bench-ws-", dir=args.workspaces)) if args.workspaces else None
+    )
     tune_process()  # as `control-tower worker` does
     configure_logging("WARNING")
     root = Path(tempfile.mkdtemp(prefix="ct-bench-runs-"))
@@ -228,6 +328,11 @@ def main() -> None:
             result.update(backend=backend, processes=processes, concurrency=concurrency)
             results.append(result)
             phases = "  ".join(f"{p} {v:.1f}" for p, v in result["phases"].items())
+            cpu = "  ".join(f"{p} {v:.1f}" for p, v in result["cpu_ms_per_run"].items())
+            statements = result.get("statements_per_run")
+            phases += f"\n    CPU ms per run: {cpu}" + (
+                f"  round trips per run {statements:.2f}" if statements is not None else ""
+            )
             where = "in this process" if in_process else "control-tower worker processes"
             print(
                 f"{backend:10} {processes} x concurrency {concurrency} ({where}): "
@@ -236,6 +341,10 @@ def main() -> None:
                 flush=True,
             )
     print(json.dumps({"floor_ms": floor, "rounds": results}, indent=2))
+    if WORKSPACES is not None:
+        import shutil
+
+        shutil.rmtree(WORKSPACES, ignore_errors=True)
 
 
 @contextmanager

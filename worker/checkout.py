@@ -11,10 +11,12 @@ import queue
 import re
 import shutil
 import stat as stat_mod
+import struct
 import subprocess
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from pathlib import Path
 from policy.errors import ControlTowerError
 
 _SHA = re.compile(r"[0-9a-f]{7,40}")
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
 _BAD_REF = re.compile(r"(^-)|\.\.|[\x00-\x20~^:?*\[\\]|@\{|(\.lock$)|(/$)")
 # Hooks and external drivers must never run on content a sandboxed step wrote.
 SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "diff.external=")
@@ -175,14 +178,7 @@ def clone(base_url: str, repo: str, ref: str, dest: Path, *, mirrors: Path | Non
 def _ls_remote(url: str, repo: str, ref: str) -> tuple[str | None, str, str]:
     """(branch or None for a tag, full ref name, commit) of `ref` on the remote now; a branch wins."""
     heads, tags = f"refs/heads/{ref}", f"refs/tags/{ref}"
-    try:
-        out = _run(["git", "ls-remote", url, heads, tags])
-    except subprocess.CalledProcessError as exc:
-        raise CheckoutFailed(message=f"git ls-remote of {repo} failed: {_stderr(exc)}") from exc
-    found: dict[str, str] = {}
-    for line in out.decode("utf-8", "surrogateescape").splitlines():
-        sha, _, name = line.partition("\t")
-        found[name] = sha
+    found = LISTINGS.refs(url, repo, (heads, tags))
     if heads in found:
         return ref, heads, found[heads]
     # An annotated tag is listed with its peeled commit as `<tag>^{}`.
@@ -190,6 +186,92 @@ def _ls_remote(url: str, repo: str, ref: str) -> tuple[str | None, str, str]:
     if tag is not None:
         return None, tags, tag
     raise CheckoutFailed(message=f"git clone of {repo}@{ref} failed: no branch or tag {ref!r} on the remote")
+
+
+class _Listing:
+    """One `git ls-remote` of a URL: the refs it asks for, and its answer once it has run."""
+
+    def __init__(self) -> None:
+        self.patterns: dict[str, None] = {}  # ordered, deduplicated
+        self.asked = 0  # checkouts it answers
+        self.done = False
+        self.found: dict[str, str] = {}
+        self.error: CheckoutFailed | None = None
+
+
+class Listings:
+    """`git ls-remote` shared by the checkouts of one process: at most one runs per URL at a time, and it
+    answers every checkout that asked for refs of that URL before it started.
+
+    A checkout must start from where its ref points at the time it asks (after its run was claimed),
+    never from an older answer. A listing that began after a checkout asked was made at or after that
+    time, so it serves: each checkout joins the next listing not yet started (which also asks for its
+    refs), and waits for it. When none of that URL is running, the first to come runs it at once, so a
+    lone checkout never waits; while one runs, those that ask meanwhile wait for it to end, and one of
+    them then runs the next listing for all of them. A failure of a listing fails each checkout it served.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next: dict[str, _Listing] = {}  # per URL: the listing that checkouts join, not yet started
+        self._running: set[str] = set()
+        self.runs = 0  # git ls-remote processes run (for tests and benches)
+
+    def refs(self, url: str, repo: str, patterns: tuple[str, ...]) -> dict[str, str]:
+        """Ref name -> commit of every ref among `patterns` (and other checkouts' refs) on the remote,
+        listed after this call began."""
+        with self._cond:
+            listing = self._next.setdefault(url, _Listing())
+            listing.patterns.update(dict.fromkeys(patterns))
+            listing.asked += 1
+            while not listing.done and url in self._running:
+                self._cond.wait()
+            if listing.done:
+                return _answer(listing)
+            # Nothing of this URL runs: this checkout runs its listing (no one can join it any longer).
+            del self._next[url]
+            self._running.add(url)
+            self.runs += 1
+        try:
+            listing.found = _list_refs(url, repo, list(listing.patterns))
+        except CheckoutFailed as exc:
+            listing.error = exc
+        except Exception as exc:  # git could not be started...: the checkouts it served fail alike
+            listing.error = CheckoutFailed(message=f"git ls-remote of {repo} failed: {exc}")
+            raise
+        finally:
+            with self._cond:
+                listing.done = True
+                self._running.discard(url)
+                self._cond.notify_all()
+        return _answer(listing)
+
+    def waiting(self, url: str) -> int:
+        """How many checkouts wait for the next listing of `url` (not started yet)."""
+        with self._cond:
+            listing = self._next.get(url)
+            return listing.asked if listing is not None else 0
+
+
+def _answer(listing: _Listing) -> dict[str, str]:
+    if listing.error is not None:
+        raise CheckoutFailed(message=listing.error.message)
+    return listing.found
+
+
+def _list_refs(url: str, repo: str, patterns: list[str]) -> dict[str, str]:
+    try:
+        out = _run(["git", "ls-remote", url, *patterns])
+    except subprocess.CalledProcessError as exc:
+        raise CheckoutFailed(message=f"git ls-remote of {repo} failed: {_stderr(exc)}") from exc
+    found: dict[str, str] = {}
+    for line in out.decode("utf-8", "surrogateescape").splitlines():
+        sha, _, name = line.partition("\t")
+        found[name] = sha
+    return found
+
+
+LISTINGS = Listings()
 
 
 def _run(argv: list[str], *, cwd: Path | None = None) -> bytes:
@@ -275,16 +357,26 @@ class Mirror:
             os.close(fd)  # closing the only descriptor releases the lock
 
     def _materialise(self, want: str, dest: Path, branch: str | None, *, quiet: bool = True) -> bool:
-        """Link the mirror's packs into a new `.git` in `dest` and check `want` out; False if it fails."""
+        """Link the mirror's packs into a new `.git` in `dest` and check `want` out; False if it fails.
+
+        The work tree and index come from `TREES` when a checkout in this process wrote `want` from
+        the very same packs (no git process); otherwise `git checkout` writes them, and `TREES` keeps
+        what it wrote.
+        """
         git_dir = dest / ".git"
         for sub in ("objects/pack", "objects/info", "refs/heads", "refs/tags"):
-            (git_dir / sub).mkdir(parents=True, exist_ok=True)
+            os.makedirs(git_dir / sub, exist_ok=True)
         with self._locked(fcntl.LOCK_SH):
             if not self.path.is_dir():
                 return False
-            _link_objects(self.path / "objects", git_dir / "objects")
-        (git_dir / "HEAD").write_text(f"ref: refs/heads/{branch or 'main'}\n")
+            packs = _link_objects(self.path / "objects", git_dir / "objects")
         (git_dir / "config").write_text(_workspace_config(self.url))
+        key = (str(self.path), want)
+        tree = TREES.get(key, packs)
+        if tree is not None:
+            tree.write(dest, branch)
+            return True
+        (git_dir / "HEAD").write_text(f"ref: refs/heads/{branch or 'main'}\n")
         args = ["-B", branch, want] if branch is not None else ["--detach", want]
         try:
             _run(["git", *SAFE, *_FAST, "checkout", "-q", *args, "--"], cwd=dest)
@@ -292,6 +384,8 @@ class Mirror:
             if quiet:
                 return False
             raise CheckoutFailed(message=f"git checkout of {want} failed: {_stderr(exc)}") from exc
+        if packs is not None and _FULL_SHA.fullmatch(want):
+            TREES.keep(key, packs, dest)
         return True
 
     def _has(self, want: str) -> bool:
@@ -347,6 +441,197 @@ class Mirror:
         self._fetch()
 
 
+# -- work trees written without git ----------------------------------------------------------------
+
+MAX_TREE_ENTRIES = 2000  # paths of a work tree kept in memory (bigger ones are always checked out by git)
+MAX_TREE_BYTES = 4 << 20  # content of a work tree kept in memory
+MAX_TREES = 8  # work trees kept (one per mirror and commit, the least recently used dropped)
+_INDEX_ENTRY = struct.Struct(
+    ">10I20sH"
+)  # ctime s/ns, mtime s/ns, dev, ino, mode, uid, gid, size, sha1, flags
+
+
+@dataclass(frozen=True)
+class _Tree:
+    """What `git checkout` wrote for one commit: every path of the work tree and the index.
+
+    Writing it again gives what git would write: the same paths, modes, link targets and bytes (git's
+    filters and line-ending conversions were applied by the checkout it was read from, under the same
+    config), and the index with each entry's stat data taken from the new files. The index file's
+    mtime is set one second back, so every entry is "racily clean" for git (a path whose stat still
+    matches is compared by content), as entries written in the same clock tick as the index are.
+    """
+
+    commit: str
+    packs: PackSet
+    paths: tuple[tuple[str, str, int, bytes], ...]  # relative path, kind (d/f/l), mode, content or target
+    index: bytes
+
+    def write(self, dest: Path, branch: str | None) -> None:
+        """Write the work tree, the index, the branch and HEAD into a workspace whose objects are linked."""
+        root = str(dest)
+        for rel, kind, mode, data in self.paths:
+            path = os.path.join(root, rel)
+            if kind == "d":
+                os.mkdir(path, mode)
+            elif kind == "l":
+                os.symlink(data, path)
+            else:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+                try:
+                    _write_all(fd, data)
+                finally:
+                    os.close(fd)
+        git_dir = dest / ".git"
+        index = git_dir / "index"
+        index.write_bytes(_restat_index(self.index, root))
+        back = os.stat(index).st_mtime_ns - 1_000_000_000
+        os.utime(index, ns=(back, back))
+        if branch is not None:
+            (git_dir / "refs" / "heads" / branch).parent.mkdir(parents=True, exist_ok=True)
+            (git_dir / "refs" / "heads" / branch).write_text(self.commit + "\n")
+            (git_dir / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
+        else:
+            (git_dir / "HEAD").write_text(self.commit + "\n")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _index_entries(index: bytes) -> list[tuple[int, str]] | None:
+    """(offset, path) of each entry of a version 2 or 3 index (None: another version, or unreadable)."""
+    if len(index) < 32 or index[:4] != b"DIRC":
+        return None
+    version, count = struct.unpack_from(">II", index, 4)
+    if version not in (2, 3):
+        return None
+    found = []
+    at = 12
+    for _ in range(count):
+        if at + _INDEX_ENTRY.size > len(index) - 20:
+            return None
+        flags = _INDEX_ENTRY.unpack_from(index, at)[11]
+        start = at + _INDEX_ENTRY.size + (2 if flags & 0x4000 else 0)
+        end = index.find(b"\0", start)
+        if end < 0 or flags & 0x3000:  # no terminator, or a merge stage (a checkout writes none)
+            return None
+        found.append((at, os.fsdecode(index[start:end])))
+        at += (end - at + 8) & ~7  # the entry and its 1-8 NULs, to a multiple of 8
+    return found
+
+
+def _restat_index(index: bytes, root: str) -> bytes:
+    """The index with each entry's stat data read from the files under `root`, and a new checksum."""
+    out = bytearray(index[:-20])
+    entries = _index_entries(index)
+    assert entries is not None  # only indexes that parsed are kept
+    for at, rel in entries:
+        st = os.lstat(os.path.join(root, rel))
+        old = _INDEX_ENTRY.unpack_from(index, at)
+        _INDEX_ENTRY.pack_into(
+            out,
+            at,
+            st.st_ctime_ns // 1_000_000_000 & 0xFFFFFFFF,
+            st.st_ctime_ns % 1_000_000_000,
+            st.st_mtime_ns // 1_000_000_000 & 0xFFFFFFFF,
+            st.st_mtime_ns % 1_000_000_000,
+            st.st_dev & 0xFFFFFFFF,
+            st.st_ino & 0xFFFFFFFF,
+            old[6],
+            st.st_uid & 0xFFFFFFFF,
+            st.st_gid & 0xFFFFFFFF,
+            st.st_size & 0xFFFFFFFF,
+            old[10],
+            old[11],
+        )
+    out += hashlib.sha1(out).digest()  # noqa: S324 - the index's own checksum format
+    return bytes(out)
+
+
+class Trees:
+    """Work trees that `git checkout` wrote in this process, by mirror and commit, to write again.
+
+    One is used only for the same commit from the very same pack files (name, inode, size, mtime):
+    a fetch, repack or rebuild of the mirror changes them, and the next checkout goes to git again.
+    Only small trees are kept (`MAX_TREE_ENTRIES`, `MAX_TREE_BYTES`), and only `MAX_TREES` of them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._trees: OrderedDict[tuple[str, str], _Tree] = OrderedDict()
+        self.hits = 0  # workspaces written from a kept tree (for tests and benches)
+
+    def get(self, key: tuple[str, str], packs: PackSet | None) -> _Tree | None:
+        with self._lock:
+            tree = self._trees.get(key)
+            if tree is None or packs is None or tree.packs != packs:
+                return None
+            self._trees.move_to_end(key)
+            self.hits += 1
+            return tree
+
+    def keep(self, key: tuple[str, str], packs: PackSet, dest: Path) -> None:
+        """Keep what the checkout just wrote in `dest` (before anything else touched it)."""
+        tree = _read_tree(dest, packs)
+        with self._lock:
+            if tree is None:
+                self._trees.pop(key, None)
+                return
+            self._trees[key] = tree
+            self._trees.move_to_end(key)
+            while len(self._trees) > MAX_TREES:
+                self._trees.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._trees.clear()
+
+
+def _read_tree(dest: Path, packs: PackSet) -> _Tree | None:
+    """The work tree and index of a fresh checkout, or None when too big or not plainly readable."""
+    try:
+        index = (dest / ".git" / "index").read_bytes()
+        commit = _head(dest)
+        if _index_entries(index) is None or not _FULL_SHA.fullmatch(commit):
+            return None
+        paths: list[tuple[str, str, int, bytes]] = []
+        total = 0
+        stack = [("", str(dest))]
+        while stack:
+            prefix, where = stack.pop()
+            with os.scandir(where) as entries:
+                listed = sorted(entries, key=lambda e: e.name)
+            for entry in listed:
+                if not prefix and entry.name == ".git":
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                rel = prefix + entry.name
+                if stat_mod.S_ISDIR(st.st_mode):
+                    paths.append((rel, "d", stat_mod.S_IMODE(st.st_mode), b""))
+                    stack.append((rel + "/", entry.path))
+                elif stat_mod.S_ISLNK(st.st_mode):
+                    paths.append((rel, "l", 0, os.fsencode(os.readlink(entry.path))))
+                elif stat_mod.S_ISREG(st.st_mode):
+                    with open(entry.path, "rb") as fh:
+                        data = fh.read()
+                    total += len(data)
+                    paths.append((rel, "f", stat_mod.S_IMODE(st.st_mode), data))
+                else:
+                    return None
+                if len(paths) > MAX_TREE_ENTRIES or total > MAX_TREE_BYTES:
+                    return None
+    except OSError:
+        return None
+    # Parents before children: a stack pops depth first, but each directory is listed before its contents.
+    return _Tree(commit, packs, tuple(paths), index)
+
+
+TREES = Trees()
+
+
 # Every fetched object lands in a pack (never loose), and automatic gc runs inside the fetch, under its lock.
 MIRROR_CONFIG = (
     ("transfer.unpackLimit", "1"),
@@ -357,25 +642,41 @@ MIRROR_CONFIG = (
 )
 
 
-def _link_objects(src: Path, dst: Path) -> None:
-    """Hard-link the mirror's packs (and any loose object) into a workspace's object store."""
+PackSet = frozenset[tuple[str, int, int, int]]  # name, inode, size, mtime (ns) of each pack file
+
+
+def _link_objects(src: Path, dst: Path) -> PackSet | None:
+    """Hard-link the mirror's packs (and any loose object) into a workspace's object store; the packs
+    linked (None when there were loose objects or the files were copied: nothing to compare later)."""
+    packs: set[tuple[str, int, int, int]] = set()
+    comparable = True
     for entry in os.scandir(src / "pack"):
         if not entry.name.startswith("tmp_") and entry.is_file(follow_symlinks=False):
-            _link(entry.path, dst / "pack" / entry.name)
+            target = dst / "pack" / entry.name
+            if _link(entry.path, target):
+                st = os.lstat(target)  # the link's inode is the mirror's file: what was linked
+                packs.add((entry.name, st.st_ino, st.st_size, st.st_mtime_ns))
+            else:
+                comparable = False
     for entry in os.scandir(src):
         if len(entry.name) == 2 and entry.is_dir(follow_symlinks=False):
+            comparable = False
             (dst / entry.name).mkdir(exist_ok=True)
             for obj in os.scandir(entry.path):
                 _link(obj.path, dst / entry.name / obj.name)
+    return frozenset(packs) if comparable else None
 
 
-def _link(src: str, dst: Path) -> None:
+def _link(src: str, dst: Path) -> bool:
+    """Hard-link `src` at `dst` (True), or copy it where the two are on different file systems."""
     try:
         os.link(src, dst)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
         shutil.copy2(src, dst)  # the workspace root spans file systems: copy instead
+        return False
+    return True
 
 
 def _workspace_config(url: str) -> str:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -24,11 +25,12 @@ from policy.redaction import Redactor
 from worker import checkout as co
 from worker.ai_runtime import record_ai_cost
 from worker.artifacts import artifact_values
+from worker.deferred import DeferredWrite, Deferrer
 from worker.github.context import GitHubContext
 from worker.github.hooks import GitHubHooks, PublishSpec
 from worker.github.status import StatusView
 from worker.playbooks import PlaybookRegistry, PlaybookRequest, default_registry
-from worker.queue import Claim, Executor, LostLease, RunControl
+from worker.queue import Claim, Executor, LostLease, RunControl, RunQueue
 from worker.run_steps import StepStatus, completed_step_ids
 from worker.sandbox import Sandbox, SandboxUnavailable, probe_sandbox
 from worker.steps import Runners, Spec, StepContext, StepOutcome, builtin_runners
@@ -39,6 +41,9 @@ log = get_logger(__name__)
 # Steps whose rows are written together with the next step's (one transaction fewer each).
 # diff_check and report (AI playbooks) only look at the workspace or write one file: no commit before them.
 QUICK_STEPS = frozenset({"checkout", "collect", "diff_check", "report"})
+# The write as a longer step starts waits this long: a step that ends sooner takes its rows along with
+# the next write (for a quick run, its last), so GET /runs/{id} shows a step running from then on.
+RUNNING_WRITE_DELAY = 0.2
 Write = Callable[[Session], None]
 _FINAL = {
     StepStatus.COMPLETED: RunStatus.DONE,
@@ -110,6 +115,8 @@ class RunExecutor:
         self.redactor = Redactor(named=settings.secret_values())
         # Step bookkeeping written while the step runs (write-behind); one write in flight per run.
         self._writer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ct-step-writes")
+        self._deferrer = Deferrer(self._writer)
+        self.running_write_delay = RUNNING_WRITE_DELAY
         self._reclaimer = co.Reclaimer()
 
     def __call__(self, claim: Claim, control: RunControl) -> None:
@@ -117,7 +124,7 @@ class RunExecutor:
         t0 = time.perf_counter()
         started_at = utcnow()
         timings: dict[str, float] = {}
-        loaded = self._load(claim)
+        loaded = self._load(claim, control.queue)
         timings["db"] = (time.perf_counter() - t0) * 1000
         t1 = time.perf_counter()
         trace = TraceWriter(self.settings.trace_root, claim.run_id, redactor=self.redactor)
@@ -163,6 +170,7 @@ class RunExecutor:
         finally:
             self._settle_quietly(ctx)
             trace.close()
+            ctx.trace.close()
             if ctx.workspace is not None and not self.settings.keep_workspaces:
                 self._reclaimer.discard(ctx.workspace)
 
@@ -355,6 +363,14 @@ class RunExecutor:
         )
         ctx.timed("db", t1)
         if not moved:
+            # The claim lost the run before its last write (no write of this attempt since its start
+            # told it earlier): the sealed trace no longer describes the run. Reopened, its manifest
+            # is gone and the stop is recorded as for any lost run (sealed again if it was cancelled).
+            if ctx.control.reason is None:
+                cancelled = ctx.queue.status(ctx.claim.run_id) == RunStatus.CANCELLED.value
+                ctx.control.stop("cancelled" if cancelled else "lease_lost")
+            ctx.trace = TraceWriter(self.settings.trace_root, ctx.claim.run_id, redactor=self.redactor)
+            (ctx.trace.path / "summary.md").unlink(missing_ok=True)  # it told an end that did not happen
             raise _Stop
         self._github_status(ctx, status.value, outcome, results)
         log.info(
@@ -472,7 +488,11 @@ class RunExecutor:
         steps = ctx.step_rows.take() if ctx.step_rows.pending() else None
         if not batch and steps is None:
             return
-        if background:
+        if background and not batch and steps is not None and self.running_write_delay > 0:
+            ctx.writes = self._deferrer.submit(
+                lambda: self._write(ctx, [], steps, phase), delay=self.running_write_delay, payload=steps
+            )
+        elif background:
             ctx.writes = self._writer.submit(self._write, ctx, batch, steps, phase)
         else:
             self._write(ctx, batch, steps, phase)
@@ -502,23 +522,35 @@ class RunExecutor:
             ctx.timed(phase, t1)
 
     @staticmethod
-    def _settle(ctx: StepContext) -> None:
-        """Wait for the background write, re-raising what it raised (_Stop for a lost lease)."""
+    def _settle(ctx: StepContext, *, take_back: bool = True) -> None:
+        """Wait for the background write, re-raising what it raised (_Stop for a lost lease). One that
+        has not started yet is taken back (its rows go with the next write), or with `take_back=False`
+        run now."""
         inflight, ctx.writes = ctx.writes, None
-        if inflight is not None:
-            inflight.result()
+        if inflight is None:
+            return
+        if isinstance(inflight, DeferredWrite) and take_back and inflight.cancel():
+            ctx.step_rows.restore(*inflight.payload)
+            return
+        inflight.result()
 
     @staticmethod
     def _settle_quietly(ctx: StepContext) -> None:
         """On the way out of a stopped or failed attempt: wait, but the first error already decided."""
         try:
-            RunExecutor._settle(ctx)
+            RunExecutor._settle(ctx, take_back=False)
         except Exception:
             log.debug("step.write_dropped", run_id=ctx.claim.run_id)
 
-    def _load(self, claim: Claim) -> Loaded:
-        # One round trip: the run, its task and its doctrines (one row per doctrine, or one without).
+    def _load(self, claim: Claim, queue: RunQueue) -> Loaded:
+        # One round trip: the run, its task and its doctrines. On PostgreSQL that is one statement in
+        # autocommit on the queue's kept connection; elsewhere one row per doctrine (or one without).
         # Steps completed by an earlier attempt can only exist from the second attempt on.
+        if queue.loads_directly and claim.attempt == 1:
+            row = queue.load(claim.run_id)
+            if row is None:
+                raise NoResultFound(f"no run {claim.run_id}")
+            return self._loaded(row, [(content, namespace) for content, namespace in row.doctrines], set())
         with self.factory() as session:
             rows = session.connection().execute(_LOAD, {"run_id": claim.run_id}).all()
             if not rows:
@@ -528,8 +560,10 @@ class RunExecutor:
                 if claim.attempt > 1
                 else set()
             )
-        run = rows[0]
         doctrines = [(r.content, r.namespace) for r in rows if r.doctrine_ref_id is not None]
+        return self._loaded(rows[0], doctrines, completed)
+
+    def _loaded(self, run: Any, doctrines: list[tuple[Any, str]], completed: set[str]) -> Loaded:
         task = dict(run.body) if run.body is not None else {}
         operation = str(task.get("operation", ""))
         reasons: list[str] = []
@@ -548,7 +582,7 @@ class RunExecutor:
             approvals=[a for a in approvals if isinstance(a, dict)],
             completed=completed,
             approval_reasons=reasons,
-            created_at=run.created_at.isoformat(),
+            created_at=run.created_at.astimezone(UTC).isoformat(),
         )
 
     def _manifest_fields(

@@ -162,8 +162,9 @@ class RunQueue:
         # their own connection, kept while a Worker runs (`hold_connections`).
         self._claim_link = queue_pg.Link(self.engine) if self.is_postgresql and self.engine else None
         self._write_link = queue_pg.Link(self.engine) if self.is_postgresql and self.engine else None
-        # ...and executors' step-row writes (`write_steps`) one more.
+        # ...and executors' step-row writes (`write_steps`) one more, and their loads (`load`) another.
         self._steps_link = queue_pg.Link(self.engine) if self.is_postgresql and self.engine else None
+        self._load_link = queue_pg.Link(self.engine) if self.is_postgresql and self.engine else None
         # Claims a Worker is executing -> whether a transition of theirs was written (see `settled`).
         self._tracked: dict[tuple[str, int, str], bool] = {}
         # Per worker: tracked claims whose transition was written but whose executor has not returned
@@ -315,6 +316,19 @@ class RunQueue:
         if not result.owned:
             raise _lost(claim)
 
+    @property
+    def loads_directly(self) -> bool:
+        """Whether `load` is available (PostgreSQL)."""
+        return self._load_link is not None
+
+    def load(self, run_id: str) -> Any:
+        """PostgreSQL: the run's issue id, telemetry and creation time, its task's body and policy
+        version, and its doctrines (`[[content, namespace], ...]`), in one statement; None when the
+        run does not exist."""
+        if self._load_link is None:
+            raise RuntimeError("load needs PostgreSQL")
+        return self._load_link.execute(queue_pg.LOAD, {"run_id": run_id})
+
     def transition(
         self,
         claim: Claim,
@@ -349,13 +363,13 @@ class RunQueue:
 
     def hold_connections(self) -> None:
         """Keep the PostgreSQL statements' connections checked out (no checkout or ping per statement)."""
-        for link in (self._claim_link, self._write_link, self._steps_link):
+        for link in (self._claim_link, self._write_link, self._steps_link, self._load_link):
             if link is not None:
                 link.hold()
 
     def release_connections(self) -> None:
         """Give the kept connections back to the pool."""
-        for link in (self._claim_link, self._write_link, self._steps_link):
+        for link in (self._claim_link, self._write_link, self._steps_link, self._load_link):
             if link is not None:
                 link.release()
 

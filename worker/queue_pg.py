@@ -282,6 +282,23 @@ def claim(
     return claimed
 
 
+# -- what an executor reads for a claim ---------------------------------------------------------------
+
+# The run, its task and its doctrines (as one jsonb array), in one statement: the executor's load, sent
+# in autocommit on a kept connection (no BEGIN, no ROLLBACK at the pool's return, no checkout).
+LOAD = _one_line(
+    f"""
+SELECT r.issue_id, r.telemetry, r.created_at, t.body, t.policy_version,
+    (SELECT coalesce(jsonb_agg(jsonb_build_array(d.content, d.namespace) ORDER BY d.namespace, d.id),
+                     '[]'::jsonb)
+     FROM cwom_run_doctrine_refs rd JOIN cwom_doctrine_refs d ON d.id = rd.doctrine_ref_id
+     WHERE rd.run_id = r.id) AS doctrines
+FROM {_RUNS} r LEFT JOIN {_TASKS} t ON t.id = r.task_id
+WHERE r.id = %(run_id)s
+"""  # noqa: S608 - table names are ours
+)
+
+
 class Link:
     """How a queue sends its statements: one pooled psycopg connection in autocommit.
 

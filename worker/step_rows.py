@@ -66,6 +66,14 @@ class StepRows:
         """Whether anything is left to write."""
         return bool(self._rows) or self._current is not None
 
+    def restore(self, rows: list[dict[str, Any]], current: str | None) -> None:
+        """Put back what an earlier `take` returned and was not written; changes made since win."""
+        merged = {row["n"]: row for row in rows}
+        merged.update(self._rows)
+        self._rows = dict(sorted(merged.items()))
+        if self._current is None:
+            self._current = current
+
     def take(self) -> tuple[list[dict[str, Any]], str | None]:
         """The rows and current step to write now, leaving nothing pending."""
         rows, current = list(self._rows.values()), self._current

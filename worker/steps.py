@@ -17,6 +17,7 @@ from cwom.enums import ArtifactType
 from policy.redaction import Redactor
 from worker import checkout as co
 from worker.ai_specs import AISpec
+from worker.deferred import DeferredWrite
 from worker.queue import Claim, RunControl, RunQueue
 from worker.run_steps import StepStatus
 from worker.sandbox import Sandbox, SandboxLimits
@@ -115,7 +116,7 @@ class StepContext:
     # When this attempt started (time.monotonic()); AI steps count the time budget from here.
     started: float = field(default_factory=time.monotonic)
     # The executor's step bookkeeping still being written in the background (at most one at a time).
-    writes: Future[None] | None = None
+    writes: Future[None] | DeferredWrite | None = None
     # Step-row changes not yet written (the next flush writes them, in one upsert).
     step_rows: StepRows = field(default_factory=StepRows)
 

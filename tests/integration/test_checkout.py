@@ -277,3 +277,148 @@ def test_an_untouched_workspace_is_answered_without_git(
     with pytest.raises(FileNotFoundError):
         co.workspace_diff(out.path)
     assert co.take_snapshot(out.path, limit=1) is None
+
+
+def test_checkouts_share_a_listing_only_when_they_asked_before_it_started(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One `git ls-remote` answers every checkout that asked before it began, never one that asked later."""
+    listings = co.Listings()
+    monkeypatch.setattr(co, "LISTINGS", listings)
+    real = co._list_refs
+    listed, release = threading.Event(), threading.Event()
+
+    def held_first(url: str, repo: str, patterns: list[str]) -> dict[str, str]:
+        found = real(url, repo, patterns)
+        if not listed.is_set():  # the first listing has its answer, and is held before it returns
+            listed.set()
+            release.wait(10)
+        return found
+
+    monkeypatch.setattr(co, "_list_refs", held_first)
+    url = co.clone_url(base(remote), "acme/app")
+    before = remote_head(remote)
+    results: dict[str, co.Checkout] = {}
+
+    def checkout(name: str) -> None:
+        results[name] = co.clone(base(remote), "acme/app", "main", tmp_path / "ws" / name)
+
+    first = threading.Thread(target=checkout, args=("first",))
+    first.start()
+    assert listed.wait(10)
+    pushed = push_change(remote, "late.txt", "late\n")  # after the first listing ran, before the others ask
+    later = [threading.Thread(target=checkout, args=(name,)) for name in ("second", "third")]
+    for thread in later:
+        thread.start()
+    for _ in range(500):
+        if listings.waiting(url) == 2:
+            break
+        threading.Event().wait(0.01)
+    assert listings.waiting(url) == 2  # both wait for the next listing, not for the one in flight
+    release.set()
+    for thread in [first, *later]:
+        thread.join(10)
+    assert results["first"].commit == before
+    assert results["second"].commit == results["third"].commit == pushed
+    assert (results["third"].path / "late.txt").read_text() == "late\n"
+    assert listings.runs == 2  # one for the first, one shared by the two that asked while it ran
+    # A lone checkout lists at once, and a listing's failure fails the checkouts it answered.
+    assert co.clone(base(remote), "acme/app", "main", tmp_path / "ws" / "alone").commit == pushed
+    assert listings.runs == 3
+    with pytest.raises(co.CheckoutFailed):
+        co.clone(base(remote), "acme/missing", "main", tmp_path / "ws" / "missing")
+
+
+def _tree_view(ws: Path) -> dict[str, tuple[int, bytes]]:
+    """Every path of a work tree (`.git` aside): its mode and its content or link target."""
+    found: dict[str, tuple[int, bytes]] = {}
+    for path in sorted(ws.rglob("*")):
+        rel = path.relative_to(ws).as_posix()
+        if rel == ".git" or rel.startswith(".git/"):
+            continue
+        st = path.lstat()
+        if path.is_symlink():
+            data = str(path.readlink()).encode()
+        elif path.is_dir():
+            data = b""
+        else:
+            data = path.read_bytes()
+        found[rel] = (st.st_mode, data)
+    return found
+
+
+def test_a_commit_checked_out_again_is_written_without_git_exactly_as_git_wrote_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files: dict[str, bytes | str] = {
+        "README.md": "# app\n",
+        "bin/run.sh": "#!/bin/sh\necho run\n",
+        "deep/a/b/c.txt": "c\n",
+        "crlf.txt": "one\ntwo\n",
+        ".gitattributes": "crlf.txt text eol=crlf\n",
+        "empty.txt": "",
+    }
+    make_bare_repo(tmp_path / "remote", "acme/app", files)
+    remote = tmp_path / "remote"
+    work = remote / ".work" / "acme/app"
+    (work / "bin/run.sh").chmod(0o755)
+    (work / "link").symlink_to("deep/a/b/c.txt")
+    git(work, "add", "--all")
+    git(work, "commit", "-q", "-m", "modes and a link")
+    git(work, "push", "-q", str(remote / "acme/app.git"), "HEAD:refs/heads/main")
+    commit = remote_head(remote)
+    trees = co.Trees()
+    monkeypatch.setattr(co, "TREES", trees)
+    by_git = co.clone(base(remote), "acme/app", "main", tmp_path / "ws" / "git")
+    assert trees.hits == 0
+    # The same commit again, named by its id so that nothing else needs git either: no git can be found.
+    real_path = __import__("os").environ["PATH"]
+    empty = tmp_path / "no-git"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    detached = co.clone(base(remote), "acme/app", commit, tmp_path / "ws" / "detached")
+    monkeypatch.setenv("PATH", real_path)
+    branch = co.clone(base(remote), "acme/app", "main", tmp_path / "ws" / "branch")
+    assert trees.hits == 2
+    assert by_git.commit == detached.commit == branch.commit == commit
+    assert (detached.path / "crlf.txt").read_bytes() == b"one\r\ntwo\r\n"  # git's conversion, kept
+    assert _tree_view(detached.path) == _tree_view(by_git.path) == _tree_view(branch.path)
+    assert (detached.path / ".git/HEAD").read_text().strip() == commit
+    assert git(branch.path, "symbolic-ref", "HEAD") == "refs/heads/main"
+    for result in (detached, branch):
+        ws = result.path
+        assert git(ws, "rev-parse", "HEAD") == commit
+        assert git(ws, "ls-files", "-s") == git(by_git.path, "ls-files", "-s")
+        # The index's stat data are the new files' own: nothing differs, even without a refresh.
+        assert git(ws, "diff-files", "--name-only") == ""
+        assert git(ws, "status", "--porcelain") == ""
+        git(ws, "fsck", "--strict", "--no-dangling")
+    # A change of the same size right after the checkout (the same clock tick) is still seen by git.
+    (branch.path / "deep/a/b/c.txt").write_text("d\n")
+    assert git(branch.path, "status", "--porcelain") == "M deep/a/b/c.txt"
+    (branch.path / "bin/run.sh").chmod(0o644)
+    assert "bin/run.sh" in git(branch.path, "diff", "--name-only")
+
+
+def test_a_kept_work_tree_is_used_only_with_the_packs_it_came_from(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trees = co.Trees()
+    monkeypatch.setattr(co, "TREES", trees)
+    first = co.clone(base(remote), "acme/app", "main", tmp_path / "ws" / "a")
+    co.clone(base(remote), "acme/app", first.commit, tmp_path / "ws" / "b")
+    assert trees.hits == 1
+    # A fetch adds a pack: the old commit is checked out by git again (and kept anew).
+    push_change(remote, "side.txt", "side\n", branch="side")
+    co.clone(base(remote), "acme/app", "side", tmp_path / "ws" / "c")
+    again = co.clone(base(remote), "acme/app", first.commit, tmp_path / "ws" / "d")
+    assert trees.hits == 1 and again.commit == first.commit
+    co.clone(base(remote), "acme/app", first.commit, tmp_path / "ws" / "e")
+    assert trees.hits == 2
+    # Packs rewritten in place (their size and mtime change): git is asked, and finds them broken.
+    mirror = co.Mirror(tmp_path / "ws" / co.MIRRORS, first.url).path
+    for pack in (mirror / "objects/pack").iterdir():
+        pack.write_bytes(b"garbage")
+    again = co.clone(base(remote), "acme/app", "main", tmp_path / "ws" / "f")
+    assert trees.hits == 2 and again.commit == first.commit
+    assert git(again.path, "status", "--porcelain") == ""

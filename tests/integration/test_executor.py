@@ -264,6 +264,12 @@ def test_a_stale_claim_writes_nothing(wsettings: Settings, factory: sessionmaker
     assert run_row(factory, run_id).status == "cancelled"
     assert steps(factory, run_id) == []
     assert artifacts(factory, run_id) == {}
+    # The run was quick: its last write found it cancelled, and the trace says so, sealed again.
+    assert events(wsettings, run_id)[-1]["type"] == "run.stopped"
+    assert events(wsettings, run_id)[-1]["data"] == {"reason": "cancelled"}
+    manifest = json.loads((trace_dir(wsettings, run_id) / "manifest.json").read_text())
+    assert manifest["status"] == "cancelled" and verify_manifest(wsettings.trace_root, run_id) == []
+    assert not (trace_dir(wsettings, run_id) / "summary.md").exists()
 
 
 def test_doctrine_requiring_approval_makes_the_run_wait(
@@ -360,3 +366,97 @@ def test_runs_through_the_workers_sandbox_spares_leave_nothing_behind(
     manager = probe_cgroups()
     for parent in manager.parents.values() if manager is not None else []:
         assert list(parent.glob(f"run-{os.getpid()}-*")) == []
+
+
+def test_a_claim_is_loaded_in_one_statement_on_postgresql(
+    wsettings: Settings, factory: sessionmaker[Session]
+) -> None:
+    """The executor's load: the same task, doctrine reasons and times either way; on PostgreSQL one
+    round trip (one statement in autocommit, no BEGIN or ROLLBACK)."""
+    import psycopg
+    from psycopg._connection_base import BaseConnection
+
+    from cwom.tables import DoctrineRefRow, run_doctrine_refs
+    from worker import queue_pg
+
+    run_id = enqueue(factory, wsettings, **ops("true"))
+    with factory() as session, session.begin():
+        for namespace, content in [("acme/app", {"approval_required": ["ops"]}), ("acme/other", {})]:
+            ref = DoctrineRefRow(namespace=namespace, name="d", version="1", hash="sha256:x", content=content)
+            session.add(ref)
+            session.flush()
+            session.execute(run_doctrine_refs.insert().values(run_id=run_id, doctrine_ref_id=ref.id))
+    queue = make_queue(factory, wsettings)
+    (claim,) = queue.claim("loader", limit=1)
+    executor = build_executor(wsettings, factory)
+    assert isinstance(executor, RunExecutor)
+    calls: list[str] = []
+    saved = psycopg.Cursor.execute, BaseConnection._exec_command
+
+    def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(str(query))
+        return saved[0](self, query, *args, **kwargs)
+
+    def command(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(str(command))
+        return saved[1](self, command, *args, **kwargs)
+
+    queue.hold_connections()
+    try:
+        if queue.loads_directly:
+            queue.load(claim.run_id)  # the kept connection is made (and set up) by a first statement
+        psycopg.Cursor.execute, BaseConnection._exec_command = execute, command  # type: ignore[method-assign]
+        try:
+            loaded = executor._load(claim, queue)
+        finally:
+            psycopg.Cursor.execute, BaseConnection._exec_command = saved  # type: ignore[method-assign]
+        link, queue._load_link = queue._load_link, None  # the ORM session's path, for comparison
+        by_orm = executor._load(claim, queue)
+        queue._load_link = link
+    finally:
+        queue.release_connections()
+    if queue.is_postgresql:
+        assert calls == [queue_pg.LOAD]  # no BEGIN, no ROLLBACK, no other statement
+    assert loaded == by_orm
+    assert loaded.task == task_row(factory, run_id).body
+    assert loaded.approval_reasons == ["doctrine:acme/app"]
+    assert loaded.created_at == run_row(factory, run_id).created_at.isoformat()
+    assert loaded.issue_id == run_row(factory, run_id).issue_id
+
+
+def test_a_step_shows_running_once_it_lasts_and_a_quick_one_writes_with_the_run_end(
+    wsettings: Settings, factory: sessionmaker[Session]
+) -> None:
+    """The write as a longer step starts waits RUNNING_WRITE_DELAY: a step that lasts is shown running
+    from then on; a quick one has its rows written with the run's last write (no write of its own)."""
+    import threading
+
+    from worker.executor import RUNNING_WRITE_DELAY
+
+    quick = enqueue(factory, wsettings, **ops("true"))
+    assert drain(factory, wsettings, build_executor(wsettings, factory)) == 1
+    run = run_row(factory, quick)
+    assert run.status == "done" and "db_background" not in run.telemetry["timings_ms"]
+    assert [(s["step_id"], s["status"]) for s in steps(factory, quick)] == [
+        ("checkout", "completed"),
+        ("shell", "completed"),
+        ("collect", "completed"),
+    ]
+
+    slow = enqueue(factory, wsettings, **ops("sleep 1.5"))
+    seen: list[tuple[str | None, list[tuple[str, str]]]] = []
+    worker = threading.Thread(target=drain, args=(factory, wsettings, build_executor(wsettings, factory)))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while worker.is_alive() and time.monotonic() < deadline:
+        current = run_row(factory, slow).current_step
+        if current is not None:
+            seen.append((current, [(s["step_id"], s["status"]) for s in steps(factory, slow)]))
+        time.sleep(0.05)
+    worker.join()
+    assert ("shell", [("checkout", "completed"), ("shell", "running")]) in seen
+    run = run_row(factory, slow)
+    assert run.status == "done" and run.telemetry["timings_ms"]["db_background"] > 0
+    shell = steps(factory, slow)[1]
+    assert shell["status"] == "completed" and shell["output"]["exit_code"] == 0
+    assert RUNNING_WRITE_DELAY < 1.5

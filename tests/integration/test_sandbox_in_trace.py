@@ -130,3 +130,36 @@ def test_a_key_file_the_worker_holds_is_not_readable(
     finally:
         shutil.rmtree(folder)
     assert out == "unreadable\n"
+
+
+def test_a_workspace_written_without_git_keeps_git_read_only_inside_the_sandbox(
+    wsettings: Settings, factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second run of a commit gets its work tree from `checkout.Trees`: git works inside the
+    sandbox (status reads the index it wrote) but cannot write `.git`."""
+    from worker import checkout as co
+
+    trees = co.Trees()
+    monkeypatch.setattr(co, "TREES", trees)
+    run_ops(wsettings, factory, "true")
+    assert trees.hits == 0
+    command = (
+        "git status --porcelain && echo STATUS-OK && echo change > new.txt"
+        " && git -c user.name=x -c user.email=x@example.com add new.txt"
+        " && git -c user.name=x -c user.email=x@example.com commit -m sneaky"
+    )
+    run_id, out, err = run_ops(wsettings, factory, command)
+    assert trees.hits == 1
+    assert out.splitlines() == ["STATUS-OK"]  # nothing changed, as git sees it from the written index
+    assert (run_row(factory, run_id).status, run_row(factory, run_id).error_code) == (
+        "failed",
+        "COMMAND_FAILED",
+    )
+    assert "read-only" in err.lower()
+    log = subprocess.run(
+        ["git", f"--git-dir={tmp_path / 'remote/acme/app.git'}", "log", "--oneline", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "sneaky" not in log
