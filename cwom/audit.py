@@ -32,8 +32,10 @@ class AuditRow(Base):
 
     __tablename__ = "audit_log"
 
-    id: Mapped[str] = mapped_column(ULIDStr, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    # seq is the key every read goes by; nothing looks a row up by id, so it has no index of its own
+    # (migration 0011). The id is still unique by construction (a ULID) and covered by the hash.
+    id: Mapped[str] = mapped_column(ULIDStr)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     ts: Mapped[datetime] = mapped_column(index=True)
     actor_kind: Mapped[str] = mapped_column(String(32))
     actor_id: Mapped[str] = mapped_column(String(200))
