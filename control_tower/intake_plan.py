@@ -3,10 +3,10 @@ links, and the audit entries, in the order they are chained."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from cwom import base
 from cwom.audit import Actor, Entry, has_float
 from cwom.base import new_id, utcnow
 from cwom.enums import TaskStatus
@@ -23,8 +23,8 @@ class FailureInjected(ControlTowerError):
 
 
 def new_trace_id() -> str:
-    """A W3C-style 32-hex trace id shared by everything one task causes."""
-    return uuid.uuid4().hex
+    """A W3C-style 32-hex trace id shared by everything one task causes (`cwom.base.new_trace_id`)."""
+    return base.new_trace_id()
 
 
 def actor_for(task: TaskCreateV1) -> Actor:

@@ -18,7 +18,7 @@ from json.encoder import encode_basestring
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import BigInteger, Index, Integer, String, Text, event, insert, select, text, update
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, event, insert, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cwom.base import Base, ULIDStr, new_ids, utcnow
@@ -32,16 +32,21 @@ class AuditRow(Base):
 
     __tablename__ = "audit_log"
 
-    id: Mapped[str] = mapped_column(ULIDStr, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    # seq is the key every read goes by; nothing looks a row up by id, so it has no index of its own
+    # (migration 0011). The id is still unique by construction (a ULID) and covered by the hash.
+    id: Mapped[str] = mapped_column(ULIDStr)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     ts: Mapped[datetime] = mapped_column(index=True)
     actor_kind: Mapped[str] = mapped_column(String(32))
     actor_id: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(64))
     entity_kind: Mapped[str] = mapped_column(String(64))
     entity_id: Mapped[str] = mapped_column(String(200))
-    before: Mapped[dict[str, Any] | None]
-    after: Mapped[dict[str, Any] | None]
+    # json, not jsonb, on PostgreSQL (migration 0012): the log only stores and returns them (the hash is
+    # over their canonical text, which the verifier rebuilds from either type), so the server need not
+    # build jsonb trees for them: it validates the text and stores it, which is smaller too.
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     note: Mapped[str | None] = mapped_column(Text)
     trace_id: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
@@ -408,7 +413,7 @@ def pg_chain_ctes(rows_param: str, gate: str = "TRUE", *, texts: str | None = No
         )
         names = ", ".join(name for name, _ in _COLUMNS)
         source = (
-            f"ROWS FROM (jsonb_to_recordset(CAST({rows_param} AS jsonb)) AS (before jsonb, after jsonb),"
+            f"ROWS FROM (json_to_recordset(CAST({rows_param} AS json)) AS (before json, after json),"
             f" {arrays}, {split}) WITH ORDINALITY AS r(before, after, {names}, prefix, suffix, n)"
         )
     return f"""

@@ -104,6 +104,16 @@ def new_ids(n: int) -> list[str]:
     return _ULIDS.batch(n)
 
 
+def new_trace_id() -> str:
+    """A W3C-style trace id (32 lowercase hex digits): the millisecond clock in the first 12, then 80
+    random bits (so the rightmost 7 bytes are random, as trace context level 2 asks).
+
+    Time first, so later traces sort later: the audit log's (trace_id, seq) index grows at its right
+    edge instead of splitting leaves at random (uuid4 ids did: ~0.3 kB more WAL per task, and at scale
+    random leaves out of cache and a full-page image per leaf after every checkpoint)."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)

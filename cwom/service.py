@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, TypeVar
 
 from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
-from cwom import audit
+from cwom import audit, base
 from cwom.audit import Actor
 from cwom.base import new_id, utcnow
 from cwom.enums import ObjectKind
@@ -64,8 +63,8 @@ KIND_ROWS: dict[ObjectKind, type[Any]] = {
 
 
 def new_trace_id() -> str:
-    """A 32-hex trace id for objects created outside intake."""
-    return uuid.uuid4().hex
+    """A 32-hex trace id for objects created outside intake (`cwom.base.new_trace_id`)."""
+    return base.new_trace_id()
 
 
 def get_object(session: Session, kind: ObjectKind, object_id: str) -> Any:

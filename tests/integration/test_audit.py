@@ -132,7 +132,7 @@ def test_edited_json_is_named(api: httpx.Client, factory: sessionmaker[Session],
     write(factory, 3)
     target = seq_row(engine, 2)
     if engine.dialect.name == "postgresql":
-        raw(engine, "UPDATE audit_log SET after = jsonb_set(after, '{n}', '99') WHERE seq = 2")
+        raw(engine, "UPDATE audit_log SET after = jsonb_set(after::jsonb, '{n}', '99')::json WHERE seq = 2")
     else:
         raw(engine, "UPDATE audit_log SET after = json_set(after, '$.n', 99) WHERE seq = 2")
     assert verify(api)["broken"] == {

@@ -8,7 +8,7 @@ import time
 
 from ulid import ULID
 
-from cwom.base import _MAX_RANDOMNESS, _encode_ms, _encode_randomness, _Ulids, new_id, new_ids
+from cwom.base import _MAX_RANDOMNESS, _encode_ms, _encode_randomness, _Ulids, new_id, new_ids, new_trace_id
 
 
 def test_ids_parse_as_ulids_of_now() -> None:
@@ -102,3 +102,16 @@ def test_batches_from_many_threads_never_collide() -> None:
     every = [x for into in out for x in into]
     assert len(set(every)) == len(every) == 6 * 500 * 9
     assert all(into == sorted(into) for into in out)
+
+
+def test_trace_ids_are_w3c_hex_and_sort_by_time() -> None:
+    first = new_trace_id()
+    time.sleep(0.002)
+    later = [new_trace_id() for _ in range(100)]
+    for trace in (first, *later):
+        assert len(trace) == 32 and trace == trace.lower() and int(trace, 16) != 0
+        assert all(c in "0123456789abcdef" for c in trace)
+    # The clock comes first: a trace made a later millisecond sorts after one made earlier.
+    assert all(first < trace for trace in later)
+    # 80 random bits after it: ids made in the same millisecond still differ.
+    assert len(set(later)) == len(later)
