@@ -102,3 +102,21 @@ def test_batches_from_many_threads_never_collide() -> None:
     every = [x for into in out for x in into]
     assert len(set(every)) == len(every) == 6 * 500 * 9
     assert all(into == sorted(into) for into in out)
+
+
+def test_a_batch_within_one_pair_equals_the_step_by_step_encoding() -> None:
+    """The batch's shortcut (only the last character pair changes) gives the ids that encoding each
+    step gives, wherever in its pair the randomness starts (the last id of a pair included)."""
+    rng = random.Random(11)
+    for low in (0, 1, 511, 1000, 1013, 1022, 1023):
+        for n in (1, 2, 9, 11):
+            source = _Ulids(clock_ns=lambda: 7_000 * 1_000_000)
+            source.new()
+            start = (rng.getrandbits(70) << 10) | low
+            source._randomness = start - 1 if start else 0
+            if not start:
+                continue
+            batch = source.batch(n)
+            assert batch == [_encode_ms(7_000) + _encode_randomness(start + i) for i in range(n)]
+            assert source._randomness == start + n - 1
+            assert source.new() == _encode_ms(7_000) + _encode_randomness(start + n)
