@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from json.encoder import encode_basestring
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 from sqlalchemy import BigInteger, Index, Integer, String, Text, event, insert, select, text, update
@@ -344,7 +344,7 @@ def prepare(entries: list[Entry], redactor: Redacts | None) -> list[Prepared]:
                 before_text,
                 encode_basestring(item.entity_id),
                 encode_basestring(item.entity_kind),
-                encode_basestring(ids[n]),
+                '"' + ids[n] + '"',  # a ULID: nothing to escape
                 "null" if note is None else encode_basestring(note),
             )
         except TypeError:  # pragma: no cover - every caller passes strings; the reference form stays exact
@@ -596,7 +596,10 @@ def pg_array(values: Sequence[str | None]) -> str:
     if not values:
         return "{}"
     nulls = values.count(None)
-    joined = "\x00".join([_NULL_MARK if value is None else value for value in values])
+    if nulls:
+        joined = "\x00".join([_NULL_MARK if value is None else value for value in values])
+    else:  # no None: the values are strings as they are
+        joined = "\x00".join(cast("Sequence[str]", values))
     if joined.count("\x00") != len(values) - 1 or joined.count(_NULL_MARK) != nulls:
         # An element holds NUL (the server refuses it anyway) or the NULL mark: element by element.
         return "{" + ",".join("NULL" if v is None else '"' + _escaped(v) + '"' for v in values) + "}"
@@ -610,8 +613,8 @@ def _escaped(text: str) -> str:
 
 def pg_texts(prepared: list[Prepared], *, stem: str) -> dict[str, str]:
     """The two text parameters of `pg_chain_ctes(..., texts=stem)`: every row's prefix, then suffix."""
-    prefixes = _SEP.join(prefix for _, prefix, _ in prepared)
-    suffixes = _SEP.join(suffix for _, _, suffix in prepared)
+    prefixes = _SEP.join([prefix for _, prefix, _ in prepared])
+    suffixes = _SEP.join([suffix for _, _, suffix in prepared])
     seps = max(len(prepared) - 1, 0)
     if prefixes.count(_SEP) != seps or suffixes.count(_SEP) != seps:
         raise ValueError("an audit row's canonical text holds the separator")  # pragma: no cover

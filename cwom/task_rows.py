@@ -213,6 +213,9 @@ def task_objects_reference(
     )
 
 
+_UNSET: Any = object()  # a column with a callable default that no value was given for
+
+
 class _Shape:
     """A table's row, precomputed: every column in order with its scalar default (None where it has
     none or a callable one), the callable defaults, and the timestamp columns."""
@@ -222,19 +225,20 @@ class _Shape:
         self.template: dict[str, Any] = {}
         self.callables: list[tuple[str, Callable[[], Any]]] = []
         for key, make, scalar in _defaults(table):
-            self.template[key] = scalar
+            self.template[key] = _UNSET if make is not None else scalar
             if make is not None:
                 self.callables.append((key, make))
         self.timestamps = tuple(
             str(column.key) for column in table.columns if isinstance(column.type, UTCDateTime)
         )
 
-    def row(self, values: dict[str, Any]) -> dict[str, Any]:
-        """`complete(self.table, values)` for values that name only columns of the table."""
+    def row(self, *parts: dict[str, Any]) -> dict[str, Any]:
+        """`complete(self.table, {**part, ...})` for parts that name only columns of the table."""
         row = self.template.copy()
-        row.update(values)  # keys keep the columns' order: every key is in the template already
+        for part in parts:
+            row.update(part)  # keys keep the columns' order: every key is in the template already
         for key, make in self.callables:
-            if key not in values:
+            if row[key] is _UNSET:
                 row[key] = make()
         return row
 
@@ -297,9 +301,10 @@ def task_objects(
     entries: list[Entry] = []
     texts = {now: now.isoformat()}
 
-    def created(shape: _Shape, kind: ObjectKind, values: dict[str, Any]) -> None:
-        values.update(stamp)
-        row = shape.row(values)
+    def created(
+        shape: _Shape, kind: ObjectKind, draft_values: dict[str, Any], values: dict[str, Any]
+    ) -> None:
+        row = shape.row(draft_values, values, stamp)
         rows.append((shape.table, row))
         entries.append(
             Entry(
@@ -321,17 +326,17 @@ def task_objects(
     fresh = ids if ids is not None else new_ids(5 if new_repo else 4)
     if repo_id is None:
         repo_id = fresh[0]
-        created(_REPO, _KIND_REPO, {**draft.repo, "id": repo_id})
+        created(_REPO, _KIND_REPO, draft.repo, {"id": repo_id})
         fresh = fresh[1:]
     issue_id, packet_id, constraints_id, run_id = fresh
-    created(_ISSUE, _KIND_ISSUE, {**draft.issue, "id": issue_id, "repo_id": repo_id})
-    created(_PACKET, _KIND_PACKET, {**draft.context_packet, "id": packet_id, "issue_id": issue_id})
-    created(_CONSTRAINTS, _KIND_CONSTRAINTS, {**draft.constraint_snapshot, "id": constraints_id})
+    created(_ISSUE, _KIND_ISSUE, draft.issue, {"id": issue_id, "repo_id": repo_id})
+    created(_PACKET, _KIND_PACKET, draft.context_packet, {"id": packet_id, "issue_id": issue_id})
+    created(_CONSTRAINTS, _KIND_CONSTRAINTS, draft.constraint_snapshot, {"id": constraints_id})
     created(
         _RUN,
         _KIND_RUN,
+        draft.run,
         {
-            **draft.run,
             "id": run_id,
             "issue_id": issue_id,
             "repo_id": repo_id,
