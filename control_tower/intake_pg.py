@@ -168,22 +168,26 @@ class _Item:
     audit_rows: list[audit.Prepared]
 
 
+_INDEX = {t.name: i for i, t in enumerate(_TABLES)}
+
+
 def _params(items: list[_Item]) -> dict[str, Any]:
     per_table: list[list[dict[str, Any]]] = [[] for _ in _TABLES]
-    index = {t.name: i for i, t in enumerate(_TABLES)}
+    index = _INDEX
     tasks: list[dict[str, Any]] = []
-    entries: list[tuple[dict[str, Any], str, str, str]] = []
+    prepared: list[audit.Prepared] = []
+    owners: list[str] = []  # the task of each audit row
     for item in items:
         task_id = item.built.task["id"]
         tasks.append(item.built.task)
         objects = item.built.objects
         for table, row in objects.rows if objects else ():
             per_table[index[table.name]].append({"_task": task_id, "r": row})
-        entries.extend((row, prefix, suffix, task_id) for row, prefix, suffix in item.audit_rows)
-    prepared = [(row, prefix, suffix) for row, prefix, suffix, _ in entries]
+        prepared += item.audit_rows
+        owners += [task_id] * len(item.audit_rows)
     return {
         "tasks": _json(tasks),
-        **audit.pg_columns(prepared, tasks=[task_id for *_, task_id in entries], stem="audit"),
+        **audit.pg_columns(prepared, tasks=owners, stem="audit"),
         **{f"w{i}": _json(rows) for i, rows in enumerate(per_table)},
     }
 

@@ -78,6 +78,15 @@ class _Ulids:
                 ms, randomness = self._ms + 1, int.from_bytes(os.urandom(10))
             if ms != self._ms:
                 self._ms, self._prefix = ms, _encode_ms(ms)
+            low = randomness & 1023
+            if low + n <= 1024:
+                # The common case: the steps only change the last character pair, so the first 24
+                # characters are encoded once (what the loop below gives, ~0.3 instead of 0.8 µs an id).
+                head = self._prefix + _encode_randomness(randomness)[:-2]
+                pairs = _PAIRS
+                ids = [head + pairs[i] for i in range(low, low + n)]
+                self._randomness = randomness + n - 1
+                return ids
             ids = [self._prefix + _encode_randomness(randomness)]
             for _ in range(n - 1):
                 if randomness < _MAX_RANDOMNESS:

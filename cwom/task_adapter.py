@@ -16,6 +16,10 @@ OPERATION_TO_ISSUE_TYPE: dict[str, IssueType] = {
 }
 ISSUE_TYPE_TO_OPERATION = {v: k for k, v in OPERATION_TO_ISSUE_TYPE.items()}
 TITLE_MAX = 200
+# The enums' values, looked up once (an enum member's `.value` is a descriptor call).
+_ISSUE_TYPE_VALUES = {operation: kind.value for operation, kind in OPERATION_TO_ISSUE_TYPE.items()}
+_PRIORITY_VALUES = {band: band.value for band in Priority}
+_SYSTEM, _AGENT = RunMode.SYSTEM.value, RunMode.AGENT.value
 
 
 def priority_band(priority: int) -> Priority:
@@ -49,10 +53,12 @@ class CwomDraft:
 def task_to_cwom(task: TaskCreateV1, *, policy_version: str) -> CwomDraft:
     """Map a normalised task onto Repo, Issue, ContextPacket, ConstraintSnapshot and Run fields."""
     _owner, name = task.target.repo.split("/", 1)
+    requested_by = task.requested_by.model_dump(mode="json")
+    title = issue_title(task.objective)
     provenance = {
         "kind": "task",
         "version": task.version,
-        "requested_by": task.requested_by.model_dump(mode="json"),
+        "requested_by": requested_by,
         "target": {"ref": task.target.ref, "path": task.target.path},
         "metadata": task.metadata,
         "priority": task.priority,
@@ -62,10 +68,10 @@ def task_to_cwom(task: TaskCreateV1, *, policy_version: str) -> CwomDraft:
     return CwomDraft(
         repo={"name": name, "slug": task.target.repo, "source_system": "github", "default_branch": "main"},
         issue={
-            "title": issue_title(task.objective),
+            "title": title,
             "description": task.objective,
-            "type": OPERATION_TO_ISSUE_TYPE[task.operation].value,
-            "priority": priority_band(task.priority).value,
+            "type": _ISSUE_TYPE_VALUES[task.operation],
+            "priority": _PRIORITY_VALUES[priority_band(task.priority)],
             "status": "open",
             "acceptance": {"criteria": [task.objective]},
             "labels": [f"operation:{task.operation}"],
@@ -73,7 +79,7 @@ def task_to_cwom(task: TaskCreateV1, *, policy_version: str) -> CwomDraft:
         },
         context_packet={
             "version": 1,
-            "summary": issue_title(task.objective),
+            "summary": title,
             "inputs": task.inputs,
             "assumptions": [],
             "instructions": task.objective,
@@ -86,11 +92,11 @@ def task_to_cwom(task: TaskCreateV1, *, policy_version: str) -> CwomDraft:
             "policy_version": policy_version,
         },
         run={
-            "mode": (RunMode.SYSTEM if is_ops else RunMode.AGENT).value,
+            "mode": _SYSTEM if is_ops else _AGENT,
             "executor": {
                 "actor": "control-tower-worker",
                 "runtime": "sandbox-shell" if is_ops else "ai-agent",
-                "requested_by": task.requested_by.model_dump(mode="json"),
+                "requested_by": dict(requested_by),  # its own copy, as each dump gave
             },
             "status": "queued",
             "priority": task.priority,

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Table
 
 from cwom.audit import Actor, Entry
-from cwom.base import Base, new_ids
+from cwom.base import Base, UTCDateTime, new_ids
 from cwom.enums import ObjectKind
 from cwom.tables import (
     ConstraintSnapshotRow,
@@ -108,7 +108,7 @@ def snapshot_values(row: dict[str, Any], texts: dict[datetime, str] | None = Non
     return out
 
 
-def task_objects(
+def task_objects_reference(
     draft: CwomDraft,
     *,
     task_id: str,
@@ -118,12 +118,10 @@ def task_objects(
     now: datetime,
     repo_id: str | None,
     floatless: bool = False,
+    ids: list[str] | None = None,
 ) -> TaskObjects:
-    """The Repo (unless `repo_id` names the existing one), Issue, ContextPacket, ConstraintSnapshot and
-    queued Run of one task, their three links, and a `created`/`linked` audit entry for each.
-
-    `floatless`: the draft holds no float (the task's free-form inputs and metadata are the only
-    place one can come from: no column of these tables is a float)."""
+    """`task_objects` built the plain way: each row by `complete`, each snapshot by `snapshot_values`
+    (tests compare the two; `ids` given, the same ids are used)."""
     stamp = {"trace_id": trace_id, "created_at": now, "updated_at": now}
     rows: list[tuple[Table, dict[str, Any]]] = []
     entries: list[Entry] = []
@@ -151,7 +149,7 @@ def task_objects(
         return row
 
     new_repo = repo_id is None
-    fresh = new_ids(5 if new_repo else 4)
+    fresh = list(ids) if ids is not None else new_ids(5 if new_repo else 4)
     if repo_id is None:
         repo_id = created(table_of(RepoRow), ObjectKind.REPO, {**draft.repo, "id": fresh.pop(0)})["id"]
     issue_id, packet_id, constraints_id, run_id = fresh
@@ -207,5 +205,177 @@ def task_objects(
                 floatless=True,  # ids and table names
             )
         )
-    ids = CwomIds(repo_id, issue["id"], packet_id, constraints_id, run_id)
-    return TaskObjects(ids=ids, rows=rows, audit=entries, new_repo=new_repo)
+    return TaskObjects(
+        ids=CwomIds(repo_id, issue["id"], packet_id, constraints_id, run_id),
+        rows=rows,
+        audit=entries,
+        new_repo=new_repo,
+    )
+
+
+_UNSET: Any = object()  # a column with a callable default that no value was given for
+
+
+class _Shape:
+    """A table's row, precomputed: every column in order with its scalar default (None where it has
+    none or a callable one), the callable defaults, and the timestamp columns."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.template: dict[str, Any] = {}
+        self.callables: list[tuple[str, Callable[[], Any]]] = []
+        for key, make, scalar in _defaults(table):
+            self.template[key] = _UNSET if make is not None else scalar
+            if make is not None:
+                self.callables.append((key, make))
+        self.timestamps = tuple(
+            str(column.key) for column in table.columns if isinstance(column.type, UTCDateTime)
+        )
+
+    def row(self, *parts: dict[str, Any]) -> dict[str, Any]:
+        """`complete(self.table, {**part, ...})` for parts that name only columns of the table."""
+        row = self.template.copy()
+        for part in parts:
+            row.update(part)  # keys keep the columns' order: every key is in the template already
+        for key, make in self.callables:
+            if row[key] is _UNSET:
+                row[key] = make()
+        return row
+
+    def snapshot(self, row: dict[str, Any], texts: dict[datetime, str]) -> dict[str, Any]:
+        """`snapshot_values(row, texts)` for a row whose datetimes are all in timestamp columns."""
+        after = row.copy()
+        for key in self.timestamps:
+            value = after[key]
+            if isinstance(value, datetime):
+                text = texts.get(value)
+                if text is None:
+                    text = texts[value] = value.isoformat()
+                after[key] = text
+        return after
+
+
+_REPO, _ISSUE, _PACKET, _CONSTRAINTS, _RUN = (
+    _Shape(table_of(row_class))
+    for row_class in (RepoRow, IssueRow, ContextPacketRow, ConstraintSnapshotRow, RunRow)
+)
+_KIND_REPO, _KIND_ISSUE, _KIND_PACKET, _KIND_CONSTRAINTS, _KIND_RUN = (
+    ObjectKind.REPO,
+    ObjectKind.ISSUE,
+    ObjectKind.CONTEXT_PACKET,
+    ObjectKind.CONSTRAINT_SNAPSHOT,
+    ObjectKind.RUN,
+)
+_PACKET_VALUE, _CONSTRAINTS_VALUE = _KIND_PACKET.value, _KIND_CONSTRAINTS.value
+# (table, its two key columns) of the three links, in the order they are written.
+_LINKS: tuple[tuple[Table, str, str], ...] = tuple(
+    (table, str(left.name), str(right.name))
+    for table in (issue_context_packets, issue_constraint_snapshots, run_context_packets)
+    for left, right in [tuple(table.primary_key.columns)]
+)
+
+
+def task_objects(
+    draft: CwomDraft,
+    *,
+    task_id: str,
+    trace_id: str,
+    actor: Actor,
+    max_attempts: int,
+    now: datetime,
+    repo_id: str | None,
+    floatless: bool = False,
+    ids: list[str] | None = None,
+) -> TaskObjects:
+    """The Repo (unless `repo_id` names the existing one), Issue, ContextPacket, ConstraintSnapshot and
+    queued Run of one task, their three links, and a `created`/`linked` audit entry for each.
+
+    `floatless`: the draft holds no float (the task's free-form inputs and metadata are the only
+    place one can come from: no column of these tables is a float). `ids`: the objects' new ids
+    (Repo first when it is created), else they are made here.
+
+    The rows and entries of `task_objects_reference` (a property test compares them), built from
+    each table's precomputed `_Shape`: ~20 µs less per task."""
+    stamp = {"trace_id": trace_id, "created_at": now, "updated_at": now}
+    rows: list[tuple[Table, dict[str, Any]]] = []
+    entries: list[Entry] = []
+    texts = {now: now.isoformat()}
+
+    def created(
+        shape: _Shape, kind: ObjectKind, draft_values: dict[str, Any], values: dict[str, Any]
+    ) -> None:
+        row = shape.row(draft_values, values, stamp)
+        rows.append((shape.table, row))
+        entries.append(
+            Entry(
+                actor,
+                "created",
+                kind,
+                row["id"],
+                None,
+                shape.snapshot(row, texts),
+                None,
+                trace_id,
+                now,
+                plain=True,
+                floatless=floatless,
+            )
+        )
+
+    new_repo = repo_id is None
+    fresh = ids if ids is not None else new_ids(5 if new_repo else 4)
+    if repo_id is None:
+        repo_id = fresh[0]
+        created(_REPO, _KIND_REPO, draft.repo, {"id": repo_id})
+        fresh = fresh[1:]
+    issue_id, packet_id, constraints_id, run_id = fresh
+    created(_ISSUE, _KIND_ISSUE, draft.issue, {"id": issue_id, "repo_id": repo_id})
+    created(_PACKET, _KIND_PACKET, draft.context_packet, {"id": packet_id, "issue_id": issue_id})
+    created(_CONSTRAINTS, _KIND_CONSTRAINTS, draft.constraint_snapshot, {"id": constraints_id})
+    created(
+        _RUN,
+        _KIND_RUN,
+        draft.run,
+        {
+            "id": run_id,
+            "issue_id": issue_id,
+            "repo_id": repo_id,
+            "task_id": task_id,
+            "max_attempts": max_attempts,
+            "available_at": now,
+            "inputs": [
+                {"kind": _PACKET_VALUE, "id": packet_id},
+                {"kind": _CONSTRAINTS_VALUE, "id": constraints_id},
+            ],
+        },
+    )
+    for (table, left_col, right_col), left_kind, left_id, right_value, right_id in zip(
+        _LINKS,
+        (_KIND_ISSUE, _KIND_ISSUE, _KIND_RUN),
+        (issue_id, issue_id, run_id),
+        (_PACKET_VALUE, _CONSTRAINTS_VALUE, _PACKET_VALUE),
+        (packet_id, constraints_id, packet_id),
+        strict=True,
+    ):
+        rows.append((table, {left_col: left_id, right_col: right_id}))
+        entries.append(
+            Entry(
+                actor,
+                "linked",
+                left_kind,
+                left_id,
+                None,
+                {"kind": right_value, "id": right_id, "via": table.name},
+                None,
+                trace_id,
+                now,
+                plain=True,
+                floatless=True,  # ids and table names
+            )
+        )
+    return TaskObjects(
+        ids=CwomIds(repo_id, issue_id, packet_id, constraints_id, run_id),
+        rows=rows,
+        audit=entries,
+        new_repo=new_repo,
+    )

@@ -118,6 +118,34 @@ def _doc_triggered(lowered: str) -> bool:
     return False
 
 
+# Pieces of text (between double quotes) known to hold no document trigger, as `_pieces_triggered`
+# checked them; bounded (new ids and timestamps arrive with every change, so it is cleared when full).
+_CLEAN_PIECES: set[str] = set()
+_CLEAN_PIECES_MAX = 20_000
+
+
+def _pieces_triggered(text: str) -> bool:
+    """`_doc_triggered(text.lower())` may be True (False: certainly not), from the pieces of `text`
+    between double quotes that have not been found clean before.
+
+    A match of `_DOC_TRIGGER_RE` holds a double quote only as its last character, so it lies within
+    one piece, or is a piece's end and the quote after it. Every piece is followed by a quote in the
+    joined text this checks, so a match in `text` is one there too (ASCII, which lower-casing maps
+    character by character), whatever else was left out. Audit documents repeat keys and values
+    (column names, a change's timestamp, trace id and ids): the pieces not seen before are a few
+    short ones, and their check costs less than the scan of the whole text for every word."""
+    new = set(text.split('"'))
+    new.difference_update(_CLEAN_PIECES)
+    if not new:
+        return False
+    if _doc_triggered('"'.join(new).lower() + '"'):
+        return True
+    if len(_CLEAN_PIECES) + len(new) > _CLEAN_PIECES_MAX:
+        _CLEAN_PIECES.clear()
+    _CLEAN_PIECES.update(new)
+    return False
+
+
 # JSON escapes these characters in strings, so a value containing one cannot be found in JSON text.
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 _SHORT = 4096
@@ -273,11 +301,20 @@ class Redactor:
         """`redact_json` for JSON-ready data whose JSON text (any encoding that escapes only quotes,
         backslashes and control characters, as orjson and `json.dumps(ensure_ascii=False)` do) the
         caller has already: when the text is clean, `obj` itself comes back with no further work."""
-        if not _doc_triggered(text.lower()) and not (
-            self._known is not None and (not self._json_transparent or self._contains_known(text))
-        ):
+        if self.json_text_clean(text):
             return obj
         return self.redact_json(obj)
+
+    def json_text_clean(self, text: str) -> bool:
+        """Whether JSON text (as for `redact_json_text`) holds nothing redaction would change.
+
+        `text` may be several documents' texts joined: each document's text is then a substring of
+        it, so what makes one of them dirty makes the whole dirty (a trigger or a known secret found
+        across a boundary only makes a clean whole look dirty). One check of a change's documents
+        together costs about what one document's check does, when all of them are clean."""
+        return not _pieces_triggered(text) and not (
+            self._known is not None and (not self._json_transparent or self._contains_known(text))
+        )
 
     def _redact_mapping(self, obj: Mapping[Any, Any], values: Callable[[Any], Any]) -> dict[Any, Any]:
         """Keys redacted, values of sensitive keys replaced by the marker, other values by `values`."""

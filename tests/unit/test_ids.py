@@ -115,3 +115,21 @@ def test_trace_ids_are_w3c_hex_and_sort_by_time() -> None:
     assert all(first < trace for trace in later)
     # 80 random bits after it: ids made in the same millisecond still differ.
     assert len(set(later)) == len(later)
+
+
+def test_a_batch_within_one_pair_equals_the_step_by_step_encoding() -> None:
+    """The batch's shortcut (only the last character pair changes) gives the ids that encoding each
+    step gives, wherever in its pair the randomness starts (the last id of a pair included)."""
+    rng = random.Random(11)
+    for low in (0, 1, 511, 1000, 1013, 1022, 1023):
+        for n in (1, 2, 9, 11):
+            source = _Ulids(clock_ns=lambda: 7_000 * 1_000_000)
+            source.new()
+            start = (rng.getrandbits(70) << 10) | low
+            source._randomness = start - 1 if start else 0
+            if not start:
+                continue
+            batch = source.batch(n)
+            assert batch == [_encode_ms(7_000) + _encode_randomness(start + i) for i in range(n)]
+            assert source._randomness == start + n - 1
+            assert source.new() == _encode_ms(7_000) + _encode_randomness(start + n)

@@ -347,3 +347,38 @@ _WORDY = st.lists(
 @given(text=_WORDY)
 def test_windowed_document_check_equals_the_whole_text_regex(text: str) -> None:
     assert redaction._doc_triggered(text) == (redaction._DOC_TRIGGER_RE.search(text) is not None)
+
+
+def test_a_document_trigger_match_holds_a_double_quote_only_at_its_end() -> None:
+    """`_pieces_triggered` checks the text's pieces between double quotes, each followed by one:
+    sound only while a quote can only be a match's last character (the key words' final class)."""
+    pattern = redaction._DOC_TRIGGER_RE.pattern
+    before, _, after = pattern.rpartition("[\\\"'\\\\ :=]")
+    assert before and '"' not in before and after == ""
+
+
+@settings(max_examples=600, deadline=None)
+@given(texts=st.lists(_WORDY, min_size=1, max_size=4))
+def test_the_pieces_check_never_misses_a_document_trigger(texts: list[str]) -> None:
+    """Whatever the cache of clean pieces holds (filled by the texts checked before), a text the
+    whole-text check flags is flagged by the pieces check too."""
+    for text in texts:
+        if redaction._doc_triggered(text.lower()):
+            assert redaction._pieces_triggered(text)
+        # The pieces it has found clean are clean in any text (each piece followed by its quote).
+        for piece in text.split('"'):
+            if piece in redaction._CLEAN_PIECES:
+                assert redaction._DOC_TRIGGER_RE.search(piece.lower() + '"') is None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(docs=st.lists(_JSON, min_size=1, max_size=5), secret=st.one_of(_SECRET, st.just('with"quote-1')))
+def test_one_check_of_joined_documents_answers_for_each(docs: list[object], secret: str) -> None:
+    """Audit checks a change's documents together: clean together means each is clean alone."""
+    import orjson
+
+    r = Redactor([KNOWN], named={"S": secret})
+    texts = [orjson.dumps(doc).decode() for doc in docs]
+    if r.json_text_clean("\x1e".join(texts)):
+        assert all(r.json_text_clean(text) for text in texts)
+        assert all(r.redact_json_text(doc, text) is doc for doc, text in zip(docs, texts, strict=True))

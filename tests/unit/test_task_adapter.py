@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cwom.enums import IssueType, Priority
-from cwom.task_adapter import TITLE_MAX, cwom_to_task, issue_title, priority_band, task_to_cwom
+from cwom.task_adapter import (
+    OPERATION_TO_ISSUE_TYPE,
+    TITLE_MAX,
+    cwom_to_task,
+    issue_title,
+    priority_band,
+    task_to_cwom,
+)
 from policy.contract import TaskCreateV1
 from tests.support.strategies import storable_text
 
@@ -137,3 +144,62 @@ def test_priority_bands_and_titles() -> None:
     long = "x" * (TITLE_MAX + 50)
     assert len(issue_title(long)) == TITLE_MAX and issue_title(long).endswith("…")
     assert issue_title("first\nsecond") == "first"
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=tasks, existing_repo=st.booleans(), floatless=st.booleans())
+def test_task_objects_equal_the_reference_builder(
+    body: dict[str, Any], existing_repo: bool, floatless: bool
+) -> None:
+    """The rows and audit entries `task_objects` builds from precomputed table shapes are those of
+    `task_objects_reference` (each row completed column by column, each snapshot value by value),
+    keys in the same order, given the same ids."""
+    from datetime import UTC, datetime
+
+    from cwom.audit import Actor
+    from cwom.base import new_ids
+    from cwom.task_rows import task_objects, task_objects_reference
+
+    task = TaskCreateV1.model_validate(body)
+    draft = task_to_cwom(task, policy_version="sha256:x")
+    repo_id = "01ARZ3NDEKTSV4RRFFQ69G5FAV" if existing_repo else None
+    ids = new_ids(4 if existing_repo else 5)
+    kwargs: dict[str, Any] = {
+        "task_id": "01ARZ3NDEKTSV4RRFFQ69G5FAX",
+        "trace_id": "0" * 32,
+        "actor": Actor(task.requested_by.kind, task.requested_by.id),
+        "max_attempts": 3,
+        "now": datetime.now(UTC),
+        "repo_id": repo_id,
+        "floatless": floatless,
+        "ids": ids,
+    }
+    fast = task_objects(draft, **kwargs)
+    reference = task_objects_reference(task_to_cwom(task, policy_version="sha256:x"), **kwargs)
+    assert fast == reference
+    assert [(table.name, list(row.items())) for table, row in fast.rows] == [
+        (table.name, list(row.items())) for table, row in reference.rows
+    ]
+    assert [list(e.after or {}) for e in fast.audit] == [list(e.after or {}) for e in reference.audit]
+    # Nothing is shared between a task's JSON values (a later change to one never shows in another).
+    run = next(row for table, row in fast.rows if table.name == "cwom_runs")
+    issue = next(row for table, row in fast.rows if table.name == "cwom_issues")
+    assert run["executor"]["requested_by"] == issue["provenance"]["requested_by"]
+    assert run["executor"]["requested_by"] is not issue["provenance"]["requested_by"]
+
+
+def test_task_to_cwom_matches_the_enums() -> None:
+    """The enum values looked up once are the enums' own."""
+    from cwom.enums import RunMode
+
+    for op, kind in OPERATION_TO_ISSUE_TYPE.items():
+        body = {"requested_by": {"kind": "human", "id": "a"}, "objective": "x", "operation": op}
+        draft = task_to_cwom(
+            TaskCreateV1.model_validate({**body, "target": {"repo": "a/b"}}), policy_version="v"
+        )
+        assert draft.issue["type"] == kind.value
+        assert draft.run["mode"] == (RunMode.SYSTEM if op == "ops" else RunMode.AGENT).value
+    for prio in (0, 25, 26, 75, 76, 150, 151, 1000):
+        body = {"requested_by": {"kind": "human", "id": "a"}, "objective": "x", "operation": "docs"}
+        task = TaskCreateV1.model_validate({**body, "target": {"repo": "a/b"}, "priority": prio})
+        assert task_to_cwom(task, policy_version="v").issue["priority"] == priority_band(prio).value
