@@ -35,6 +35,16 @@ def run_ops(settings: Settings, factory: sessionmaker[Session], command: str) ->
     return run_id, shell.stdout_tail, shell.stderr_tail
 
 
+def remote_log(tmp_path: Path) -> str:
+    """The one-line log of the remote's main branch (what a sandboxed commit must not reach)."""
+    return subprocess.run(
+        ["git", f"--git-dir={tmp_path / 'remote/acme/app.git'}", "log", "--oneline", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 def test_loopback_database_port_is_unreachable(wsettings: Settings, factory: sessionmaker[Session]) -> None:
     # The host can reach PostgreSQL on 5432 (the tests use it) ...
     with socket.create_connection(("127.0.0.1", 5432), timeout=2):
@@ -93,13 +103,7 @@ def test_git_commit_inside_the_sandbox_fails(
     run = run_row(factory, run_id)
     assert (run.status, run.error_code) == ("failed", "COMMAND_FAILED")
     assert "Read-only file system" in err or "read-only" in err.lower()
-    log = subprocess.run(
-        ["git", f"--git-dir={tmp_path / 'remote/acme/app.git'}", "log", "--oneline", "main"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "sneaky" not in log
+    assert "sneaky" not in remote_log(tmp_path)
     lines = (Path(wsettings.trace_root) / run_id / "events.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in lines]
     finished = next(e for e in events if e["type"] == "command.finished")
@@ -156,10 +160,4 @@ def test_a_workspace_written_without_git_keeps_git_read_only_inside_the_sandbox(
         "COMMAND_FAILED",
     )
     assert "read-only" in err.lower()
-    log = subprocess.run(
-        ["git", f"--git-dir={tmp_path / 'remote/acme/app.git'}", "log", "--oneline", "main"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "sneaky" not in log
+    assert "sneaky" not in remote_log(tmp_path)
